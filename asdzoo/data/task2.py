@@ -1,0 +1,184 @@
+"""DCASE Task 2 (2020-2026 layout) datasets: scanning, validation, batching with valid lengths."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from asdzoo.audio.io import AudioError, audio_info, read_audio
+from asdzoo.data.filenames import ClipName, parse_clip_name
+
+SAMPLE_RATE = 16000
+NEAR, FAR = 0, 1  # channel 0 = near microphone (left), 1 = far microphone (right): contract
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    machine: str
+    meta: ClipName
+
+    name = property(lambda self: self.meta.name)
+    section = property(lambda self: self.meta.section)
+    domain = property(lambda self: self.meta.domain)
+    label = property(lambda self: self.meta.label)
+    attributes = property(lambda self: self.meta.attributes)
+
+
+def list_machines(root: str | os.PathLike) -> list[str]:
+    """Machine folders under a ``dev_data/raw`` or ``eval_data/raw`` root (each with train/ or test/)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data root not found")
+    machines = sorted(p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir()))
+    if not machines:
+        raise FileNotFoundError(f"{root}: no machine folders with train/ or test/ inside (expected <root>/<machine>/train/*.wav)")
+    return machines
+
+
+def scan_clips(root: str | os.PathLike, machine: str, split: str) -> list[Clip]:
+    """Sorted clips of ``<root>/<machine>/<split>/``; file names are parsed and must be DCASE names."""
+    folder = Path(root) / machine / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: missing folder (expected <root>/{machine}/{split}/ with .wav files)")
+    clips = [Clip(p, machine, parse_clip_name(p)) for p in sorted(folder.glob("*.wav"))]
+    if not clips:
+        raise FileNotFoundError(f"{folder}: no .wav files")
+    return clips
+
+
+def channel_count(clips: list[Clip]) -> int:
+    """The one channel count shared by all clips; mixing counts is an error naming the odd file."""
+    first = None
+    for clip in clips:
+        n = audio_info(clip.path).channels
+        if first is None:
+            first = (n, clip.path)
+        elif n != first[0]:
+            raise AudioError(clip.path, f"has {n} channel(s) but {first[1]} has {first[0]}: mixed channel counts in one data set")
+    if first[0] not in (1, 2):
+        raise AudioError(first[1], f"expected mono (2020-2025) or stereo near/far (2026) audio, got {first[0]} channels")
+    return first[0]
+
+
+def require_two_channels(clips: list[Clip], method: str) -> None:
+    """Two-channel methods refuse single-channel (pre-2026) data with a message that says why."""
+    if channel_count(clips) != 2:
+        raise AudioError(clips[0].path, f"{method} needs two-channel (near, far) audio; this data set is mono "
+                         "(DCASE 2020-2025 layout). Use a near-only configuration instead.")
+
+
+def class_labels(clips: list[Clip], by: str) -> tuple[list[int], list[str]]:
+    """Integer class labels for classification objectives: by 'section' (machine x section) or
+    'attribute' (machine x section x attribute string)."""
+    if by == "section":
+        keys = [f"{c.machine}_{c.section}" for c in clips]
+    elif by == "attribute":
+        keys = [f"{c.machine}_{c.section}_{c.attributes or 'noAttribute'}" for c in clips]
+    else:
+        raise ValueError(f"class labels by {by!r}: choose 'section' or 'attribute'")
+    names = sorted(set(keys))
+    index = {k: i for i, k in enumerate(names)}
+    return [index[k] for k in keys], names
+
+
+class Task2Dataset(Dataset):
+    """Clips as ``{'wave': [C, S], 'length', 'label', 'domain', 'class', 'index'}``.
+
+    ``channels`` is required of every file (2 for 2026 near/far data); ``segment_seconds`` crops
+    (random offset when ``random_crop``) to at most that length.
+    """
+
+    def __init__(self, clips: list[Clip], channels: int = 2, sample_rate: int = SAMPLE_RATE, resample: bool = False,
+                 segment_seconds: float | None = None, random_crop: bool = False, class_by: str | None = None):
+        if not clips:
+            raise ValueError("Task2Dataset needs at least one clip")
+        self.clips = clips
+        self.channels = channels
+        self.sample_rate = sample_rate
+        self.resample = resample
+        self.segment = None if segment_seconds is None else int(round(segment_seconds * sample_rate))
+        self.random_crop = random_crop
+        self.classes, self.class_names = class_labels(clips, class_by) if class_by else ([0] * len(clips), [])
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        clip = self.clips[i]
+        wave = read_audio(clip.path, channels=self.channels, sample_rate=self.sample_rate, resample=self.resample)
+        if self.segment is not None and wave.shape[-1] > self.segment:
+            start = int(torch.randint(0, wave.shape[-1] - self.segment + 1, ())) if self.random_crop else 0
+            wave = wave[:, start:start + self.segment]
+        return {
+            "wave": wave,
+            "length": wave.shape[-1],
+            "label": -1 if clip.label is None else int(clip.label == "anomaly"),
+            "domain": -1 if clip.domain is None else int(clip.domain == "target"),
+            "class": self.classes[i],
+            "index": i,
+        }
+
+
+def collate_clips(items: list[dict]) -> dict:
+    """Pad waves to the longest clip; ``lengths`` keeps each clip's valid samples."""
+    longest = max(it["length"] for it in items)
+    wave = torch.zeros(len(items), items[0]["wave"].shape[0], longest)
+    for b, it in enumerate(items):
+        wave[b, :, : it["length"]] = it["wave"]
+    batch = {"wave": wave, "lengths": torch.tensor([it["length"] for it in items])}
+    for key in ("label", "domain", "class", "index"):
+        batch[key] = torch.tensor([it[key] for it in items])
+    return batch
+
+
+class Task2DataModule(L.LightningDataModule):
+    """Train on ``train/`` of the chosen machines, validate on ``test/`` (dev labels).
+
+    ``target_oversample`` repeats target-domain clips that many times per epoch on average (they are ~1% of
+    DCASE training data); ``class_by`` adds section/attribute class labels for classification objectives.
+    """
+
+    def __init__(self, root: str, machines: list[str] | None = None, batch_size: int = 16, num_workers: int = 0,
+                 channels: int = 2, segment_seconds: float | None = None, target_oversample: float = 1.0,
+                 class_by: str | None = "attribute", resample: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = root
+        self.machines = machines
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.channels = channels
+        self.segment_seconds = segment_seconds
+        self.target_oversample = target_oversample
+        self.class_by = class_by
+        self.resample = resample
+
+    def setup(self, stage: str | None = None) -> None:
+        machines = self.machines or list_machines(self.root)
+        train = [c for m in machines for c in scan_clips(self.root, m, "train")]
+        self.train_set = Task2Dataset(train, self.channels, resample=self.resample, segment_seconds=self.segment_seconds,
+                                      random_crop=True, class_by=self.class_by)
+        test = [c for m in machines if (Path(self.root) / m / "test").is_dir() for c in scan_clips(self.root, m, "test")]
+        self.val_set = Task2Dataset(test, self.channels, resample=self.resample) if test else None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train_set.class_names)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = None
+        if self.target_oversample != 1.0:
+            weights = [self.target_oversample if c.domain == "target" else 1.0 for c in self.train_set.clips]
+            sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True)
+        return DataLoader(self.train_set, self.batch_size, shuffle=sampler is None, sampler=sampler,
+                          num_workers=self.num_workers, collate_fn=collate_clips, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers, collate_fn=collate_clips)

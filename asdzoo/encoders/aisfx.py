@@ -1,0 +1,103 @@
+"""aiSFX sound-effects CNN (Ma & Lerch, ISMIR 2022): real pretrained weights shipped inside the ``aisfx`` wheel.
+
+Re-implemented here (same parameter names as the wheel's ``EmbeddingNet``) so the checkpoint loads with
+``torch.load(weights_only=True)`` plus a small allow-list for the numpy scalars it contains. Front-end as
+the package's librosa path: 44.1 kHz, peak-normalised audio, 2048/1024 STFT, 96 HTK mel bands with unit-area
+(l1) filters, ``log10(1 + 10^4 mel)``, divided by the paper's maximum 9.4578. Frames are the time steps of the
+last (or ``layer``-th) conv block averaged over frequency; the wheel's own clip embedding is their max.
+Licence of the weights: CC BY 4.0, (c) 2022 A. B. Ma and A. Lerch.
+"""
+from __future__ import annotations
+
+import codecs
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asdzoo.audio.features import mel_spectrogram, resample
+from asdzoo.encoders.base import Encoder, per_length
+
+AISFX_SAMPLE_RATE = 44100
+SPEC_MAX = 9.457798957824707  # spectrogram normalisation of the ISMIR paper (aisfx.preprocessing)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor, pool: int) -> torch.Tensor:
+        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        return F.max_pool2d(x, pool) if pool > 1 else x
+
+
+class EmbeddingNet(nn.Module):
+    def __init__(self, width: int = 64):
+        super().__init__()
+        w = [width, width * 2, width * 4, width * 8]
+        self.conv_block1 = ConvBlock(1, w[0])
+        self.conv_block2 = ConvBlock(w[0], w[1])
+        self.conv_block3 = ConvBlock(w[1], w[2])
+        self.conv_block4 = ConvBlock(w[2], w[3])
+
+    def forward(self, spec: torch.Tensor, layer: int = 4) -> torch.Tensor:
+        """``[B, T, F]`` spectrogram -> ``[B, T', C]`` frames of conv block ``layer``."""
+        x = spec[:, None]
+        for i, (block, pool) in enumerate(zip([self.conv_block1, self.conv_block2, self.conv_block3, self.conv_block4],
+                                              [2, 2, 2, 1]), 1):
+            x = block(x, pool)
+            if i == layer:
+                break
+        return x.mean(dim=3).transpose(1, 2)
+
+
+def bundled_checkpoint_path() -> str:
+    try:
+        import aisfx
+    except ImportError as err:
+        raise ImportError("the aisfx encoder needs the aisfx wheel: pip install --no-deps aisfx==0.1.2") from err
+    return os.path.join(os.path.dirname(aisfx.__file__), "models", "checkpoint.pth")
+
+
+def load_aisfx_state(path: str) -> dict[str, torch.Tensor]:
+    """The wheel's ``(state_dict, ds_dict)`` pickle, loaded safely: only numpy scalar/dtype globals are allowed."""
+    from numpy._core.multiarray import scalar
+
+    allow = [(scalar, "numpy.core.multiarray.scalar"), np.dtype, type(np.dtype("int64")), type(np.dtype("float64")),
+             codecs.encode]
+    with torch.serialization.safe_globals(allow):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    state = obj[0] if isinstance(obj, (tuple, list)) else obj
+    prefix = "embedding_net."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class AisfxEncoder(Encoder):
+    def __init__(self, layer: int = 4, checkpoint: str | None = None, pretrained: bool = True):
+        super().__init__()
+        if layer not in (1, 2, 3, 4):
+            raise ValueError(f"aisfx layer must be 1-4, got {layer}")
+        self._config = dict(layer=layer, checkpoint=checkpoint, pretrained=pretrained)
+        self.layer = layer
+        self.embed_dim = 64 * 2 ** (layer - 1)
+        self.sample_rate = 16000  # input rate; resampled to 44.1 kHz inside
+        self.net = EmbeddingNet()
+        if pretrained:
+            self.net.load_state_dict(load_aisfx_state(checkpoint or bundled_checkpoint_path()))
+        self.net.eval()
+
+    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        x = resample(wave, self.sample_rate, AISFX_SAMPLE_RATE)
+        x = x / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+        mel = mel_spectrogram(x, AISFX_SAMPLE_RATE, n_fft=2048, hop_length=1024, n_mels=96, f_min=0.0,
+                              f_max=22050.0, htk=True, norm="l1")
+        return torch.log10(mel * 10000.0 + 1.0) / SPEC_MAX
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):
+        return per_length(lambda w: self.net(self.spectrogram(w), self.layer), wave, lengths)

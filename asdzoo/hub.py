@@ -1,0 +1,308 @@
+"""The zoo: registry entries, save/load of models, the local model store and the Hugging Face Hub.
+
+A saved model is a folder with ``config.json`` (architecture name, its constructor arguments and the
+asdzoo/torch versions that wrote it), ``model.safetensors`` and a ``README.md`` model card. Loading
+rebuilds the class from an allow-list of asdzoo architectures and never unpickles anything.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from asdzoo import __version__
+from asdzoo.atomic import atomic_dir, write_text
+
+# Architectures a config.json may name, as "module:Class" (the allow-list that makes loading safe).
+ARCHITECTURES: dict[str, str] = {
+    "GenRep": "asdzoo.systems.genrep:GenRep",
+    "AEBaseline": "asdzoo.systems.ae_baseline:AEBaseline",
+}
+
+WEIGHT_STATUSES = ("bundled", "training-free", "train-locally", "published")
+
+
+class ModelNotFoundError(LookupError):
+    """No registry entry, directory or Hub repo by that name."""
+
+
+class WeightsNotAvailableError(FileNotFoundError):
+    """The entry exists but its weights are neither installed locally nor reachable."""
+
+
+@dataclass
+class ZooEntry:
+    """One registry entry (cf. timm's pretrained configs): how to build it and what it is."""
+
+    name: str
+    builder: Callable[[], torch.nn.Module] | None
+    task: str
+    description: str
+    paper: str
+    license: str
+    weights: str  # one of WEIGHT_STATUSES
+    hub_repo: str | None = None
+    revision: str | None = None
+    input_spec: str = "2-channel (near, far) 16 kHz waveform [batch, 2, samples]"
+    card_notes: str = ""
+    tags: list[str] = field(default_factory=list)
+
+    def record(self) -> dict:
+        d = asdict(self)
+        d.pop("builder")
+        return d
+
+
+ZOO: dict[str, ZooEntry] = {}
+
+
+def register_model(name: str, **meta) -> Callable:
+    """Decorator for a builder function ``() -> model``; the keyword arguments are :class:`ZooEntry` fields."""
+
+    def wrap(builder):
+        if name in ZOO:
+            raise ValueError(f"zoo entry {name!r} registered twice")
+        if meta.get("weights") not in WEIGHT_STATUSES:
+            raise ValueError(f"zoo entry {name!r}: weights must be one of {WEIGHT_STATUSES}")
+        ZOO[name] = ZooEntry(name=name, builder=builder, **meta)
+        return builder
+
+    return wrap
+
+
+def _ensure_registry() -> None:
+    importlib.import_module("asdzoo.zoo")
+
+
+def list_models() -> list[dict]:
+    """Every registry entry with its licence, paper, task and status of weights."""
+    _ensure_registry()
+    return [ZOO[k].record() for k in sorted(ZOO)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Saving and loading folders
+
+
+def _architecture_name(model: torch.nn.Module) -> str:
+    for name, target in ARCHITECTURES.items():
+        module, cls = target.split(":")
+        if type(model).__module__ == module and type(model).__name__ == cls:
+            return name
+    raise TypeError(f"{type(model).__name__} is not a registered asdzoo architecture")
+
+
+def _tensors_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fitted = model.fitted_state() if hasattr(model, "fitted_state") else {}
+    tensors.update({f"fitted::{k}": v.detach().cpu().contiguous() for k, v in fitted.items()})
+    return tensors
+
+
+def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, name: str | None = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``directory`` atomically."""
+    config = {
+        "architecture": _architecture_name(model),
+        "config": model.config,
+        "name": name,
+        "asdzoo_version": __version__,
+        "torch_version": torch.__version__.split("+")[0],
+    }
+    with atomic_dir(directory) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        save_file(_tensors_for_saving(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        entry = ZOO.get(name) if name else None
+        (tmp / "README.md").write_text(render_model_card(entry, config) if entry else _plain_card(config))
+    return Path(directory)
+
+
+def _plain_card(config: dict) -> str:
+    return (f"---\nlibrary_name: asdzoo\ntags: [anomalous-sound-detection, dcase]\n---\n# {config['architecture']}\n\n"
+            f"Saved with asdzoo {config['asdzoo_version']} (torch {config['torch_version']}).\n\n"
+            f"```json\n{json.dumps(config['config'], indent=2, sort_keys=True)}\n```\n")
+
+
+def load_pretrained_dir(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild a model from a folder written by :func:`save_pretrained`."""
+    directory = Path(directory)
+    cfg_path = directory / "config.json"
+    if not cfg_path.is_file():
+        raise ModelNotFoundError(f"{directory}: no config.json (not a folder written by save_pretrained)")
+    config = json.loads(cfg_path.read_text())
+    arch = config.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{cfg_path}: unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    saved = str(config.get("asdzoo_version", "0"))
+    if saved.split(".")[0] != __version__.split(".")[0]:
+        warnings.warn(f"{directory} was saved with asdzoo {saved}; this is {__version__} (major versions differ)",
+                      stacklevel=2)
+    module, cls_name = ARCHITECTURES[arch].split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    model = cls(**config["config"])
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise WeightsNotAvailableError(f"{weights}: missing weights file")
+    tensors = load_file(str(weights))
+    fitted = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.startswith("fitted::")}
+    state = {k: v for k, v in tensors.items() if not k.startswith("fitted::")}
+    model.load_state_dict(state, strict=True)
+    if fitted:
+        model.load_fitted_state(fitted)
+    return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# Local model store and the Hub
+
+
+def asdzoo_home() -> Path:
+    """``$ASDZOO_HOME``, else ``$XDG_CACHE_HOME/asdzoo`` (``~/.cache/asdzoo``)."""
+    if os.environ.get("ASDZOO_HOME"):
+        return Path(os.environ["ASDZOO_HOME"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asdzoo"
+
+
+def install(directory: str | os.PathLike, name: str) -> Path:
+    """Copy a saved model folder into the store as ``name`` so ``asdzoo.load(name)`` finds it offline."""
+    model = load_pretrained_dir(directory)  # refuse to install something that does not load
+    del model
+    target = asdzoo_home() / "models" / name
+    with atomic_dir(target) as tmp:
+        for item in Path(directory).iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+    return target
+
+
+def _offline(local_files_only: bool | None) -> bool:
+    if local_files_only is not None:
+        return local_files_only
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _download(repo_id: str, revision: str | None, local_files_only: bool | None, hint: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    offline = _offline(local_files_only)
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=offline,
+                                      allow_patterns=["config.json", "model.safetensors", "README.md"]))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as err:
+        where = "offline mode is on and nothing is cached" if offline else f"download failed ({type(err).__name__})"
+        raise WeightsNotAvailableError(
+            f"weights for {hint} are not available: {where}.\n"
+            f"  - online: run once with network access to fetch Hub repo {repo_id!r}"
+            f"{'' if not revision else f' at revision {revision!r}'} (unset HF_HUB_OFFLINE);\n"
+            f"  - or pass a local folder written by save_pretrained: asdzoo.load('/path/to/model');\n"
+            f"  - or train it and install it: asdzoo install DIR --name {hint}"
+        ) from None
+
+
+def load(name_or_path: str | os.PathLike, revision: str | None = None, device: str | torch.device = "cpu",
+         local_files_only: bool | None = None) -> torch.nn.Module:
+    """Load a zoo model from a registry name, a Hub id ``org/name[@revision]`` or a saved folder.
+
+    Registry names resolve first to the local store (``$ASDZOO_HOME/models/<name>``), then to what the
+    entry builds without weights (training-free and bundled-weight entries), then to its Hub repo.
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return load_pretrained_dir(path, device)
+    _ensure_registry()
+    if text in ZOO:
+        entry = ZOO[text]
+        stored = asdzoo_home() / "models" / text
+        if (stored / "config.json").is_file():
+            return load_pretrained_dir(stored, device)
+        if entry.weights in ("bundled", "training-free"):
+            return entry.builder().to(device).eval()
+        if entry.hub_repo:
+            return load_pretrained_dir(_download(entry.hub_repo, revision or entry.revision, local_files_only, text), device)
+        raise WeightsNotAvailableError(
+            f"{text!r} has no published weights yet: train it ({entry.card_notes or 'see its model card'}) "
+            f"and run `asdzoo install DIR --name {text}`, or pass a saved folder to asdzoo.load")
+    if "/" in text and not text.startswith((".", "/")) and text.count("/") == 1:
+        repo, _, rev = text.partition("@")
+        return load_pretrained_dir(_download(repo, revision or rev or None, local_files_only, repo), device)
+    known = ", ".join(sorted(ZOO))
+    raise ModelNotFoundError(f"unknown model {text!r}: not a registry name ({known}), a folder, or a Hub id org/name")
+
+
+def publish(directory: str | os.PathLike, repo_id: str, dry_run: bool = False, private: bool = False) -> list[str]:
+    """Upload a saved model folder to the Hub (``dry_run`` only lists what would be uploaded)."""
+    load_pretrained_dir(directory)  # never publish something that does not load
+    files = sorted(p.name for p in Path(directory).iterdir() if p.is_file())
+    if dry_run:
+        return files
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(directory), commit_message=f"asdzoo {__version__} upload")
+    return files
+
+
+# ------------------------------------------------------------------------------------------------
+# Model cards
+
+
+def render_model_card(entry: ZooEntry, config: dict | None = None) -> str:
+    """Markdown card with Hub front matter, generated from the registry metadata."""
+    tags = ["anomalous-sound-detection", "dcase", entry.task, *entry.tags]
+    lines = [
+        "---",
+        "library_name: asdzoo",
+        f"license: {entry.license.split(' ')[0].lower()}",
+        "tags:",
+        *[f"- {t}" for t in tags],
+        "---",
+        f"# {entry.name}",
+        "",
+        entry.description,
+        "",
+        "| field | value |",
+        "| --- | --- |",
+        f"| task | {entry.task} |",
+        f"| paper | {entry.paper} |",
+        f"| licence | {entry.license} |",
+        f"| weights | {entry.weights} |",
+        f"| Hub repo | {entry.hub_repo or '—'} |",
+        f"| input | {entry.input_spec} |",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import asdzoo",
+        f'model = asdzoo.load("{entry.name}")',
+        "model.fit(train_waves, domains)          # normal clips [N, 2, S] of one machine, domains 0/1",
+        "scores = model.score(test_waves)          # [N], higher = more anomalous",
+        "```",
+        "",
+        f"Command line: `asdzoo score {entry.name} --data-root dev_data/raw --out scores/`.",
+    ]
+    if entry.card_notes:
+        lines += ["", "## Notes", "", entry.card_notes]
+    if config:
+        lines += ["", "## Configuration", "", "```json", json.dumps(config.get("config", config), indent=2, sort_keys=True), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_cards(out_dir: str | os.PathLike) -> list[Path]:
+    """Regenerate ``model_cards/<name>.md`` for every entry."""
+    _ensure_registry()
+    paths = []
+    for name in sorted(ZOO):
+        path = Path(out_dir) / f"{name}.md"
+        write_text(path, render_model_card(ZOO[name]))
+        paths.append(path)
+    return paths

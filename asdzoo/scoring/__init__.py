@@ -1,0 +1,1 @@
+"""Memory banks (faiss), kNN backends, score normalisers and fusion."""

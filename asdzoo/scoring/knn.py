@@ -1,0 +1,140 @@
+"""Exact kNN memory banks on faiss and the GenRep backends (paper 001 §2.2, §2.7, Table 2).
+
+Distances: cosine ``1 − <a, b>`` on L2-normalised embeddings, or Euclidean. Training-set statistics are
+computed leave-one-out on the bank itself, never from test data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+METRICS = ("cosine", "euclidean")
+BACKENDS = ("raw", "ldn", "domain_z", "dldn", "wdbldn")
+
+
+class MemoryBank:
+    """Exact (flat) faiss index over float32 embeddings."""
+
+    def __init__(self, embeddings: np.ndarray, metric: str = "cosine"):
+        if metric not in METRICS:
+            raise ValueError(f"unknown distance {metric!r}: choose cosine or euclidean")
+        if len(embeddings) == 0:
+            raise ValueError("memory bank needs at least one embedding")
+        self.metric = metric
+        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        dim = self.embeddings.shape[1]
+        self.index = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+        self.index.add(self.embeddings)
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray, k: int, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted distances and indices of the ``k`` nearest items; ``exclude_self`` (queries = the bank
+        itself, in order) drops each item's own match: leave-one-out."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        k_eff = min(k + int(exclude_self), len(self))
+        sims, idx = self.index.search(q, k_eff)
+        dist = 1.0 - sims if self.metric == "cosine" else np.sqrt(np.maximum(sims, 0.0))
+        if exclude_self:
+            own = idx == np.arange(len(q))[:, None]
+            # drop the self match where found, else the farthest one, keeping k columns in order
+            drop = np.where(own.any(axis=1), own.argmax(axis=1), k_eff - 1)
+            keep = np.ones_like(own)
+            keep[np.arange(len(q)), drop] = False
+            dist = dist[keep].reshape(len(q), k_eff - 1)
+            idx = idx[keep].reshape(len(q), k_eff - 1)
+        return dist.astype(np.float64), idx
+
+    def knn_score(self, queries: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
+        """Eq. 1: mean distance to the k nearest bank items."""
+        return self.search(queries, k, exclude_self)[0].mean(axis=1)
+
+    def local_density(self, neighbors: int) -> np.ndarray:
+        """ρ(y): mean distance of every bank item to its ``neighbors`` nearest other items."""
+        if len(self) < 2:
+            return np.ones(len(self))
+        return self.search(self.embeddings, neighbors, exclude_self=True)[0].mean(axis=1)
+
+    def ldn_score(self, queries: np.ndarray, k: int, neighbors: int, exclude_self: bool = False,
+                  density: np.ndarray | None = None) -> np.ndarray:
+        """Local density normalisation (Wilkinghoff et al., ICASSP 2025): the mean of the k smallest ratios
+        d(x, y) / ρ(y) over bank items y (exact: every item is a candidate)."""
+        rho = self.local_density(neighbors) if density is None else density
+        dist, idx = self.search(queries, len(self), exclude_self)
+        ratios = np.sort(dist / np.maximum(rho[idx], 1e-12), axis=1)
+        return ratios[:, :k].mean(axis=1)
+
+
+@dataclass
+class BackendConfig:
+    """One backend of Table 2: distance, k, and how scores are calibrated."""
+
+    metric: str = "cosine"
+    k: int = 1
+    backend: str = "raw"  # raw | ldn (single bank) | domain_z | dldn | wdbldn (domain-aware banks)
+    ldn_neighbors: int = 5
+    target_weight: float = 1.0  # wdbldn: target-bank scores are scaled by this before the minimum
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}: choose one of {BACKENDS}")
+        if self.k < 1:
+            raise ValueError("k must be >= 1")
+
+    @property
+    def label(self) -> str:
+        extra = f",w={self.target_weight:g}" if self.backend == "wdbldn" else ""
+        return f"{self.metric[:3]} k={self.k} {self.backend}{extra}"
+
+
+class KnnBackend:
+    """Fitted banks for one machine: ``score(queries)`` and leave-one-out ``train_scores()``."""
+
+    def __init__(self, cfg: BackendConfig, embeddings: np.ndarray, domains: np.ndarray):
+        self.cfg = cfg
+        self.embeddings = np.asarray(embeddings, dtype=np.float32)
+        self.domains = np.asarray(domains)
+        if cfg.backend in ("raw", "ldn"):
+            self.banks = {None: MemoryBank(self.embeddings, cfg.metric)}
+        else:
+            present = sorted(set(self.domains.tolist()))
+            self.banks = {d: MemoryBank(self.embeddings[self.domains == d], cfg.metric) for d in present}
+        self.density = {d: b.local_density(cfg.ldn_neighbors) for d, b in self.banks.items()} \
+            if cfg.backend in ("ldn", "dldn", "wdbldn") else {}
+        self.z_stats = {}
+        if cfg.backend == "domain_z":
+            for d, bank in self.banks.items():
+                s = bank.knn_score(bank.embeddings, cfg.k, exclude_self=True) if len(bank) > 1 else np.zeros(1)
+                self.z_stats[d] = (float(s.mean()), float(s.std()) + 1e-12)
+
+    def _bank_scores(self, d, queries: np.ndarray, exclude_self: bool) -> np.ndarray:
+        bank, cfg = self.banks[d], self.cfg
+        if cfg.backend in ("ldn", "dldn", "wdbldn"):
+            s = bank.ldn_score(queries, cfg.k, cfg.ldn_neighbors, exclude_self, self.density[d])
+        else:
+            s = bank.knn_score(queries, cfg.k, exclude_self)
+        if cfg.backend == "domain_z":
+            mu, sd = self.z_stats[d]
+            s = (s - mu) / sd
+        if cfg.backend == "wdbldn" and d == 1:
+            s = cfg.target_weight * s
+        return s
+
+    def score(self, queries: np.ndarray) -> np.ndarray:
+        q = np.asarray(queries, dtype=np.float32)
+        return np.min([self._bank_scores(d, q, False) for d in self.banks], axis=0)
+
+    def train_scores(self) -> np.ndarray:
+        """Leave-one-out scores of the training clips (each clip's own bank entry is excluded)."""
+        if None in self.banks:
+            return self._bank_scores(None, self.embeddings, True)
+        out = np.empty(len(self.embeddings))
+        for d in self.banks:
+            own = self.domains == d
+            scores = [self._bank_scores(d, self.embeddings[own], True)]
+            scores += [self._bank_scores(o, self.embeddings[own], False) for o in self.banks if o != d]
+            out[own] = np.min(scores, axis=0)
+        return out

@@ -1,0 +1,1 @@
+"""One module per system; systems compose pieces and nothing below imports them."""

@@ -1,0 +1,170 @@
+"""GenRep for two-channel data (paper 001): frozen encoder -> preprocessing -> pooling -> input method ->
+kNN backend; training-free.
+
+Views are what the encoder sees: ``near``, ``far`` and ``enh`` (the soft-mask enhanced near channel).
+Branches are what gets scored: one (``main``) for the embedding-level input methods (eqs. 2-5), three
+(``near``, ``enh``, ``stereo`` = n_f concatenation) fused as in eq. 13 for the soft-mask methods.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from asdzoo.audio.channels import softmask_enhance
+from asdzoo.encoders import load_encoder
+from asdzoo.nn.pooling import l2_normalize, pool, preprocess
+from asdzoo.scoring.fusion import fuse
+from asdzoo.scoring.knn import BackendConfig, KnnBackend
+from asdzoo.systems.detector import batches
+
+# name -> (kind, parameter): paper 001 §2.3, seven configurations
+INPUT_METHODS = {
+    "near_only": ("near", None),
+    "n_0.5f": ("concat", 0.5),
+    "n_f": ("concat", 1.0),
+    "absdif_1": ("absdif", 1.0),
+    "absdif_0.5": ("absdif", 0.5),
+    "sfsoft_a03f05": ("sfsoft", (0.3, 0.5)),
+    "sfsoft_a05f07": ("sfsoft", (0.5, 0.7)),
+}
+SFSOFT_WEIGHTS = {"near": 0.6, "enh": 0.2, "stereo": 0.2}  # eq. 13
+
+
+def views_for(method: str) -> tuple[str, ...]:
+    kind, _ = INPUT_METHODS[method]
+    return {"near": ("near",), "concat": ("near", "far"), "absdif": ("near", "far"), "sfsoft": ("near", "far", "enh")}[kind]
+
+
+def compose(method: str, z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Input method on L2-normalised pooled views -> scored branches."""
+    kind, param = INPUT_METHODS[method]
+    if kind == "near":
+        return {"main": z["near"]}
+    if kind == "concat":  # eq. 3
+        return {"main": l2_normalize(torch.cat([z["near"], param * z["far"]], dim=-1))}
+    if kind == "absdif":  # eqs. 4-5
+        diff = l2_normalize((z["near"] - z["far"]).abs())
+        return {"main": l2_normalize(torch.cat([z["near"], z["far"], param * diff], dim=-1))}
+    stereo = l2_normalize(torch.cat([z["near"], z["far"]], dim=-1))
+    return {"near": z["near"], "enh": z["enh"], "stereo": stereo}
+
+
+@dataclass
+class PoolingConfig:
+    method: str = "mean"
+    p: float = 3.0
+    alpha: float = 1.0
+    tau: float | None = None
+    rho: float | None = None
+
+    @property
+    def label(self) -> str:
+        pre = "" if self.tau is None and self.rho is None else f" pre({self.tau},{self.rho})"
+        par = {"mean": "", "gem": f"(p={self.p:g})", "rdp": f"(a={self.alpha:g})", "rdpgem": f"(a={self.alpha:g},p={self.p:g})"}
+        return f"{self.method}{par[self.method]}{pre}"
+
+    def apply(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return l2_normalize(pool(preprocess(frames, self.tau, self.rho), mask, self.method, self.p, self.alpha))
+
+
+class GenRep(nn.Module):
+    """Training-free detector; ``fit`` builds the per-machine memory banks, ``score`` returns kNN scores."""
+
+    def __init__(self, encoder: str = "logmel", encoder_args: dict | None = None, layer: int | None = None,
+                 input_method: str = "near_only", pooling: dict | None = None, backend: dict | None = None,
+                 batch_size: int = 16):
+        super().__init__()
+        if input_method not in INPUT_METHODS:
+            raise ValueError(f"unknown input method {input_method!r}; choose from {list(INPUT_METHODS)}")
+        self.config = dict(encoder=encoder, encoder_args=dict(encoder_args or {}), layer=layer, input_method=input_method,
+                           pooling=dict(pooling or {}), backend=dict(backend or {}), batch_size=batch_size)
+        self.encoder = load_encoder(encoder, layer=layer, **self.config["encoder_args"])
+        self.encoder.requires_grad_(False).eval()
+        self.input_method = input_method
+        self.pooling = PoolingConfig(**self.config["pooling"])
+        self.backend_cfg = BackendConfig(**self.config["backend"])
+        self.batch_size = batch_size
+        self._fitted: dict | None = None
+
+    # -- embeddings ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def view_frames(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
+                    views: tuple[str, ...] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Encoder frames and masks of each view of ``wave [B, 2, S]`` (``[B, 1, S]`` for near-only)."""
+        views = views or views_for(self.input_method)
+        if "far" in views and wave.shape[1] < 2:
+            raise ValueError(f"input method {self.input_method!r} needs two-channel (near, far) audio, got "
+                             f"{wave.shape[1]} channel(s); use near_only for mono data")
+        out = {}
+        for view in views:
+            if view == "near":
+                x = wave[:, 0]
+            elif view == "far":
+                x = wave[:, 1]
+            else:
+                alpha, floor = INPUT_METHODS[self.input_method][1]
+                x = softmask_enhance(wave[:, 0], wave[:, 1], alpha, floor)
+            out[view] = self.encoder(x, lengths)
+        return out
+
+    def branches_from_frames(self, frames: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return compose(self.input_method, {v: self.pooling.apply(f, m) for v, (f, m) in frames.items()})
+
+    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Clip embeddings per branch (``main``, or ``near``/``enh``/``stereo`` for soft-mask methods)."""
+        parts = [self.branches_from_frames(self.view_frames(w, l)) for w, l in batches(wave, lengths, self.batch_size)]
+        return {b: torch.cat([p[b] for p in parts]) for b in parts[0]}
+
+    # -- memory banks ----------------------------------------------------------------------------
+    def fit_embeddings(self, emb: dict[str, torch.Tensor], domains) -> GenRep:
+        domains = np.asarray(torch.as_tensor(domains).cpu())
+        self._fitted = {"domains": domains, "embeddings": {b: e.float().cpu().numpy() for b, e in emb.items()}}
+        self._backends = {b: KnnBackend(self.backend_cfg, e, domains) for b, e in self._fitted["embeddings"].items()}
+        self._train_scores = {b: k.train_scores() for b, k in self._backends.items()}
+        return self
+
+    def fit(self, waves: torch.Tensor, domains, lengths: torch.Tensor | None = None) -> GenRep:
+        """Normal training clips ``[N, 2, S]`` of one machine, with domains (0 source, 1 target)."""
+        return self.fit_embeddings(self.embed(waves, lengths), domains)
+
+    def _combine(self, per_branch: dict[str, np.ndarray]) -> np.ndarray:
+        if list(per_branch) == ["main"]:
+            return per_branch["main"]
+        names = list(SFSOFT_WEIGHTS)
+        return fuse([per_branch[b] for b in names], [self._train_scores[b] for b in names],
+                    [SFSOFT_WEIGHTS[b] for b in names])
+
+    def score_embeddings(self, emb: dict[str, torch.Tensor]) -> np.ndarray:
+        if self._fitted is None:
+            raise RuntimeError("GenRep.score before fit: call fit(normal_clips, domains) first")
+        return self._combine({b: self._backends[b].score(e.float().cpu().numpy()) for b, e in emb.items()})
+
+    def score(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Anomaly scores ``[B]`` (higher = more anomalous)."""
+        return torch.from_numpy(self.score_embeddings(self.embed(wave, lengths)))
+
+    def train_scores(self) -> np.ndarray:
+        """Leave-one-out scores of the training clips, combined like test scores (for thresholds)."""
+        return self._combine(self._train_scores)
+
+    # -- persistence of a fitted bank (hub.save_pretrained) ---------------------------------------
+    def fitted_state(self) -> dict[str, torch.Tensor]:
+        if self._fitted is None:
+            return {}
+        state = {"domains": torch.as_tensor(self._fitted["domains"])}
+        state.update({f"bank.{b}": torch.from_numpy(e) for b, e in self._fitted["embeddings"].items()})
+        return state
+
+    def load_fitted_state(self, state: dict[str, torch.Tensor]) -> None:
+        emb = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("bank.")}
+        self.fit_embeddings(emb, state["domains"])
+
+    def describe(self) -> str:
+        return f"{self.config['encoder']} | {self.input_method} | {self.pooling.label} | {self.backend_cfg.label}"
+
+
+def pooling_dict(cfg: PoolingConfig) -> dict:
+    return asdict(cfg)
