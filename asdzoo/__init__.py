@@ -1,2 +1,11 @@
-"""asdzoo: a model zoo for machine-sound anomaly detection."""
+"""asdzoo: a model zoo for machine-sound anomaly detection (DCASE Task 2) and sound-scene segmentation (Task 4).
+
+    import asdzoo
+    asdzoo.list_models()
+    model = asdzoo.load("genrep")
+"""
 __version__ = "0.1.0"
+
+from asdzoo.hub import list_models, load, save_pretrained  # noqa: E402
+
+__all__ = ["__version__", "list_models", "load", "save_pretrained"]

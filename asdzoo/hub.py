@@ -27,7 +27,9 @@ ARCHITECTURES: dict[str, str] = {
     "AEBaseline": "asdzoo.systems.ae_baseline:AEBaseline",
 }
 
-WEIGHT_STATUSES = ("bundled", "training-free", "train-locally", "published")
+# bundled: weights ship with a package; training-free: nothing to learn; fit-trains: fit() trains it per machine;
+# train-locally: train with train_cli.py and `asdzoo install`; published: on the Hub.
+WEIGHT_STATUSES = ("bundled", "training-free", "fit-trains", "train-locally", "published")
 
 
 class ModelNotFoundError(LookupError):
@@ -224,7 +226,7 @@ def load(name_or_path: str | os.PathLike, revision: str | None = None, device: s
         stored = asdzoo_home() / "models" / text
         if (stored / "config.json").is_file():
             return load_pretrained_dir(stored, device)
-        if entry.weights in ("bundled", "training-free"):
+        if entry.weights in ("bundled", "training-free", "fit-trains"):
             return entry.builder().to(device).eval()
         if entry.hub_repo:
             return load_pretrained_dir(_download(entry.hub_repo, revision or entry.revision, local_files_only, text), device)

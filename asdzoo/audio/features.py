@@ -115,3 +115,13 @@ def log_mel(wave: torch.Tensor, sample_rate: int, n_fft: int = 1024, hop_length:
     """Log-mel in dB as in the official DCASE AE baseline: ``20/power * log10(mel + eps)``."""
     mel = mel_spectrogram(wave, sample_rate, n_fft, hop_length, n_mels, power=power, **kw)
     return (20.0 / power) * torch.log10(mel + eps)
+
+
+def stacked_log_mel(wave: torch.Tensor, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 512,
+                    n_mels: int = 128, frames: int = 5) -> torch.Tensor:
+    """Official DCASE AE-baseline input: ``frames`` consecutive log-mel frames concatenated,
+    ``[S] -> [T - frames + 1, frames * n_mels]``."""
+    mel = log_mel(wave, sample_rate, n_fft, hop_length, n_mels)
+    if mel.shape[0] < frames:
+        raise ValueError(f"clip too short: {mel.shape[0]} frames, the AE baseline stacks {frames}")
+    return mel.unfold(0, frames, 1).transpose(1, 2).reshape(-1, frames * n_mels)

@@ -81,19 +81,20 @@ def official_score(values) -> float:
     return float(scipy.stats.hmean(np.maximum(np.asarray(values, dtype=float), EPS), axis=None))
 
 
-def _auc(y_true: np.ndarray, y_score: np.ndarray, max_fpr: float | None = None) -> float:
+def _auc(y_true: np.ndarray, y_score: np.ndarray, max_fpr: float | None = None, what: str = "AUC") -> float:
     if len(np.unique(y_true)) < 2:
-        raise ValueError("AUC needs both normal and anomalous clips")
+        raise ValueError(f"{what} needs both normal and anomalous clips, got only "
+                         f"{'anomalous' if np.all(y_true == 1) else 'normal'} ones")
     return float(skm.roc_auc_score(y_true, y_score, max_fpr=max_fpr))
 
 
 def section_metrics(y_true, y_score, domain, decision=None) -> dict[str, float]:
     """All per-section numbers of the official evaluator (``domain``: 0 source, 1 target)."""
     y_true, y_score, domain = (np.asarray(a) for a in (y_true, y_score, domain))
-    out = {"AUC (all)": _auc(y_true, y_score), "pAUC": _auc(y_true, y_score, MAX_FPR)}
+    out = {"AUC (all)": _auc(y_true, y_score), "pAUC": _auc(y_true, y_score, MAX_FPR, "pAUC")}
     for d_idx, d_name in enumerate(DOMAINS):
         keep = (domain == d_idx) | (y_true != 0)
-        out[f"AUC ({d_name})"] = _auc(y_true[keep], y_score[keep])
+        out[f"AUC ({d_name})"] = _auc(y_true[keep], y_score[keep], what=f"AUC ({d_name}) ({d_name} normals + all anomalies)")
         if decision is not None:
             in_domain = domain == d_idx
             yt, yd = y_true[in_domain], np.asarray(decision)[in_domain]

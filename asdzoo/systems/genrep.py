@@ -7,7 +7,8 @@ Branches are what gets scored: one (``main``) for the embedding-level input meth
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -89,6 +90,13 @@ class GenRep(nn.Module):
         self.batch_size = batch_size
         self._fitted: dict | None = None
 
+    def configured(self, pooling: dict, backend: dict) -> GenRep:
+        """An unfitted copy with other pooling/backend settings that shares this (frozen) encoder."""
+        other = copy.copy(self)
+        other.config = {**self.config, "pooling": dict(pooling), "backend": dict(backend)}
+        other.pooling, other.backend_cfg, other._fitted = PoolingConfig(**pooling), BackendConfig(**backend), None
+        return other
+
     # -- embeddings ------------------------------------------------------------------------------
     @torch.inference_mode()
     def view_frames(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -106,7 +114,7 @@ class GenRep(nn.Module):
                 x = wave[:, 1]
             else:
                 alpha, floor = INPUT_METHODS[self.input_method][1]
-                x = softmask_enhance(wave[:, 0], wave[:, 1], alpha, floor)
+                x = softmask_enhance(wave[:, 0], wave[:, 1], alpha, floor, lengths=lengths)
             out[view] = self.encoder(x, lengths)
         return out
 
@@ -165,6 +173,3 @@ class GenRep(nn.Module):
     def describe(self) -> str:
         return f"{self.config['encoder']} | {self.input_method} | {self.pooling.label} | {self.backend_cfg.label}"
 
-
-def pooling_dict(cfg: PoolingConfig) -> dict:
-    return asdict(cfg)

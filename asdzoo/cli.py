@@ -1,0 +1,233 @@
+"""The ``asdzoo`` command (DESIGN §3)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _cmd_list(args) -> None:
+    if args.encoders:
+        from asdzoo.encoders import ENCODERS
+
+        for name, target in sorted(ENCODERS.items()):
+            print(f"{name:<12} {target}")
+        return
+    from asdzoo.hub import list_models
+
+    print(f"{'name':<24}{'task':<8}{'weights':<16}{'licence':<48}paper")
+    for m in list_models():
+        print(f"{m['name']:<24}{m['task']:<8}{m['weights']:<16}{m['license'][:46]:<48}{m['paper'][:60]}")
+
+
+def _cmd_install(args) -> None:
+    from asdzoo.hub import install
+
+    print(f"installed {args.dir} as {args.name!r} -> {install(args.dir, args.name)}")
+
+
+def _cmd_publish(args) -> None:
+    from asdzoo.hub import publish
+
+    files = publish(args.dir, args.repo_id, dry_run=args.dry_run, private=args.private)
+    verb = "would upload" if args.dry_run else "uploaded"
+    print(f"{verb} to {args.repo_id}: " + ", ".join(files))
+
+
+def _cmd_cards(args) -> None:
+    from asdzoo.hub import write_model_cards
+
+    for p in write_model_cards(args.out):
+        print(p)
+
+
+def _cmd_synth(args) -> None:
+    from asdzoo.data.synth import SynthConfig, generate
+
+    cfg = SynthConfig(machines=tuple(args.machines), train_source=args.train_source, train_target=args.train_target,
+                      test_per_group=args.test_per_group, seconds=args.seconds, seed=args.seed)
+    t0 = time.time()
+    generate(args.out, cfg, workers=args.workers, progress=not args.quiet)
+    print(f"wrote {args.out} ({len(cfg.machines)} machines) in {time.time() - t0:.1f} s")
+
+
+def _truth(args):
+    from asdzoo.metrics.task2 import truth_from_data_root, truth_from_ground_truth_dir
+
+    return truth_from_ground_truth_dir(args.ground_truth) if args.ground_truth else truth_from_data_root(args.data_root)
+
+
+def evaluate_and_report(scores_dir, truth, out=None, plots=None, machines=None):
+    from asdzoo.metrics.task2 import evaluate_scores, format_table, write_result_csv
+
+    result = evaluate_scores(Path(scores_dir), truth, machines)
+    print(format_table(result))
+    if out:
+        write_result_csv(result, Path(out))
+        print(f"result CSV: {out}")
+    if plots:
+        from asdzoo.metrics.plots import write_plots
+
+        print(f"plots: {len(write_plots(result, Path(plots)))} PNG files in {plots}")
+    return result
+
+
+def _cmd_evaluate(args) -> None:
+    evaluate_and_report(args.scores_dir, _truth(args), args.out, args.plots, args.machines)
+
+
+def _cache_root(args):
+    from asdzoo.hub import asdzoo_home
+
+    return None if args.no_cache else asdzoo_home() / "cache"
+
+
+def _cmd_score(args) -> None:
+    from asdzoo.pipeline import score_root
+
+    t0 = time.time()
+    files = score_root(args.model, args.data_root, args.out, args.machines, _cache_root(args), progress=not args.quiet)
+    print(f"wrote {len(files)} files to {args.out} in {time.time() - t0:.1f} s")
+
+
+def _cmd_quickstart(args) -> None:
+    from asdzoo.data.synth import SynthConfig, generate
+    from asdzoo.metrics.task2 import truth_from_data_root
+    from asdzoo.pipeline import score_root
+
+    out = Path(args.out)
+    data, scores = out / "synth_t2", out / "scores" / args.model
+    t0 = time.time()
+    if not (data / "fan").is_dir():
+        print(f"[1/3] generating the built-in synthetic two-channel set in {data}")
+        generate(data, SynthConfig(), progress=not args.quiet)
+    print(f"[2/3] scoring with {args.model!r} (fit per machine on train/, score test/)")
+    score_root(args.model, data, scores, cache_root=_cache_root(args), progress=not args.quiet)
+    print("[3/3] official DCASE Task 2 metrics")
+    evaluate_and_report(scores, truth_from_data_root(data), out / f"{args.model}_result.csv")
+    print(f"done in {time.time() - t0:.0f} s; submission files in {scores}")
+
+
+def _cmd_search(args) -> None:
+    from asdzoo.search import SearchData, fuse_top, run_search
+
+    results, data = [], None
+    for enc in args.encoder:
+        sd = SearchData(args.root, enc, cache_root=_cache_root(args), machines=args.machines, progress=not args.quiet)
+        results += run_search(sd, top=args.top, full=args.full)
+        data = sd.data
+    results.sort(key=lambda c: -c.score)
+    print(f"\n{'official':>9}  configuration (encoder | input | pooling | backend)")
+    for c in results[: args.show]:
+        print(f"{100 * c.score:9.2f}  {c.label}")
+    report = {"results": [dict(score=c.score, label=c.label, **c.genrep_kwargs()) for c in results]}
+    if args.fuse:
+        fused, chosen = fuse_top(results, data, args.fuse)
+        print(f"\nfusion of the top {len(chosen)} (equal weights, training-normal Z alignment): {100 * fused:.2f}")
+        report["fusion"] = dict(score=fused, members=[c.label for c in chosen])
+    if args.out:
+        from asdzoo.atomic import write_text
+
+        write_text(args.out, json.dumps(report, indent=1))
+        print(f"all {len(results)} results: {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from asdzoo import __version__
+
+    p = argparse.ArgumentParser(prog="asdzoo", description="Model zoo for machine-sound anomaly detection (DCASE).")
+    p.add_argument("--version", action="version", version=f"asdzoo {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list the zoo (or --encoders)")
+    s.add_argument("--encoders", action="store_true")
+    s.set_defaults(func=_cmd_list)
+
+    s = sub.add_parser("install", help="install a saved model folder into the local store under a name")
+    s.add_argument("dir")
+    s.add_argument("--name", required=True)
+    s.set_defaults(func=_cmd_install)
+
+    s = sub.add_parser("publish", help="upload a saved model folder to the Hugging Face Hub")
+    s.add_argument("dir")
+    s.add_argument("--repo-id", required=True)
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--private", action="store_true")
+    s.set_defaults(func=_cmd_publish)
+
+    s = sub.add_parser("cards", help="regenerate model_cards/<name>.md from the registry")
+    s.add_argument("--out", default="model_cards")
+    s.set_defaults(func=_cmd_cards)
+
+    s = sub.add_parser("synth", help="write the built-in synthetic data set")
+    s.add_argument("kind", choices=["t2"])
+    s.add_argument("out")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--machines", nargs="+", default=["fan", "gearbox", "valve"])
+    s.add_argument("--train-source", type=int, default=60)
+    s.add_argument("--train-target", type=int, default=6)
+    s.add_argument("--test-per-group", type=int, default=12)
+    s.add_argument("--seconds", type=float, default=6.0)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("evaluate", help="official DCASE Task 2 metrics of a scores folder")
+    s.add_argument("scores_dir")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--data-root", help="dev data root: labels and domains from file names")
+    g.add_argument("--ground-truth", help="folder with ground_truth_data/, ground_truth_domain/, ground_truth_attributes/")
+    s.add_argument("--out", help="write the official result CSV here")
+    s.add_argument("--plots", help="write ROC curves and score histograms (PNG) here")
+    s.add_argument("--machines", nargs="+")
+    s.set_defaults(func=_cmd_evaluate)
+
+    for name, func, helptext in (("score", _cmd_score, "fit per machine on train/, score test/, write submission files"),):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("model", help="registry name, Hub id org/name[@rev], or saved folder")
+        s.add_argument("--data-root", required=True)
+        s.add_argument("--out", required=True)
+        s.add_argument("--machines", nargs="+")
+        s.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+        s.add_argument("--quiet", action="store_true")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("quickstart", help="synthetic data -> score -> evaluate, on CPU in minutes")
+    s.add_argument("--out", default="asdzoo_quickstart")
+    s.add_argument("--model", default="genrep")
+    s.add_argument("--no-cache", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_quickstart)
+
+    s = sub.add_parser("search", help="GenRep configuration search on a dev root")
+    s.add_argument("root")
+    s.add_argument("--encoder", nargs="+", default=["logmel"])
+    s.add_argument("--machines", nargs="+")
+    s.add_argument("--top", type=int, default=3, help="stage-1 configurations that get the backend grid")
+    s.add_argument("--full", action="store_true", help="cross every option instead of the staged search")
+    s.add_argument("--fuse", type=int, default=0, help="also fuse the N best configurations")
+    s.add_argument("--show", type=int, default=15)
+    s.add_argument("--out", help="write every result as JSON")
+    s.add_argument("--no-cache", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_search)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from asdzoo.audio.io import AudioError
+    from asdzoo.hub import ModelNotFoundError, WeightsNotAvailableError
+
+    try:
+        args.func(args)
+    except (AudioError, FileNotFoundError, ModelNotFoundError, WeightsNotAvailableError, ValueError) as err:
+        print(f"asdzoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

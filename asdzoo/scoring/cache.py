@@ -1,0 +1,38 @@
+"""On-disk cache of encoder frames, keyed by file content and encoder configuration, so a second run with
+another pooling or backend never re-embeds (``$ASDZOO_HOME/cache/frames``)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from asdzoo.atomic import atomic_path
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class FrameCache:
+    def __init__(self, root: str | Path, key: dict):
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.dir = Path(root) / digest
+        self.key = key
+
+    def _path(self, file_sha: str, view: str) -> Path:
+        return self.dir / f"{file_sha}.{view}.safetensors"
+
+    def get(self, file_sha: str, view: str) -> torch.Tensor | None:
+        p = self._path(file_sha, view)
+        return load_file(str(p))["frames"] if p.is_file() else None
+
+    def put(self, file_sha: str, view: str, frames: torch.Tensor) -> None:
+        with atomic_path(self._path(file_sha, view)) as tmp:
+            save_file({"frames": frames.contiguous()}, str(tmp))

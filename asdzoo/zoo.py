@@ -1,0 +1,69 @@
+"""The registry: every zoo entry with its metadata. Builders import systems lazily so listing is cheap."""
+from __future__ import annotations
+
+from asdzoo.hub import register_model
+
+PAPER_GENREP = ("Huang et al., GenRep with multi-branch dual-channel inputs and adaptive pooling for "
+                "training-free ASD, DCASE 2026 Task 2 technical report (paper 001)")
+PAPER_AE = "Harada et al., First-shot anomaly detection for machine condition monitoring: a domain generalization baseline, EUSIPCO 2023"
+AISFX_CREDIT = ("Encoder weights: aiSFX (Ma & Lerch, ISMIR 2022), shipped in the `aisfx` wheel, licence CC BY 4.0, "
+                "(c) 2022 A. B. Ma and A. Lerch.")
+
+# Best configurations found by `asdzoo search` on the built-in synthetic set (seed 0; see model cards).
+GENREP_BEST = {
+    "logmel": dict(input_method="near_only", pooling=dict(method="mean"), backend=dict(metric="cosine", k=1, backend="raw")),
+    "aisfx": dict(input_method="near_only", pooling=dict(method="mean"), backend=dict(metric="cosine", k=1, backend="raw")),
+}
+GENREP_DEFAULT_ENCODER = "aisfx"
+
+
+def _genrep(encoder: str):
+    from asdzoo.systems.genrep import GenRep
+
+    return GenRep(encoder=encoder, **GENREP_BEST[encoder])
+
+
+@register_model("genrep", task="task2", weights="bundled", license="Apache-2.0 (code); CC BY 4.0 (aiSFX weights)",
+                paper=PAPER_GENREP, tags=["training-free", "genrep"],
+                description="GenRep, training-free: the best offline configuration `asdzoo search` found on the built-in "
+                            "synthetic set (frozen encoder, pooling, kNN backend).",
+                card_notes=AISFX_CREDIT)
+def genrep():
+    return _genrep(GENREP_DEFAULT_ENCODER)
+
+
+@register_model("genrep-aisfx", task="task2", weights="bundled", license="Apache-2.0 (code); CC BY 4.0 (aiSFX weights)",
+                paper=PAPER_GENREP, tags=["training-free", "genrep"],
+                description="GenRep on the pretrained aiSFX sound-effects CNN (512-d), best configuration for this encoder.",
+                card_notes=AISFX_CREDIT)
+def genrep_aisfx():
+    return _genrep("aisfx")
+
+
+@register_model("genrep-logmel", task="task2", weights="training-free", license="Apache-2.0", paper=PAPER_GENREP,
+                tags=["training-free", "genrep"],
+                description="GenRep on plain log-mel frames (no learned encoder): the statistics baseline.")
+def genrep_logmel():
+    return _genrep("logmel")
+
+
+@register_model("dcase-ae-mse", task="task2", weights="fit-trains", license="Apache-2.0", paper=PAPER_AE,
+                tags=["baseline", "autoencoder"],
+                description="Official DCASE Task 2 autoencoder baseline, MSE score; fit() trains one model per machine.",
+                card_notes="Train per machine: `python train_cli.py fit --config asdzoo/configs/dcase_ae.yaml`.")
+def dcase_ae_mse():
+    from asdzoo.systems.ae_baseline import AEBaseline
+
+    return AEBaseline(score_type="mse")
+
+
+@register_model("dcase-ae-mahalanobis", task="task2", weights="fit-trains", license="Apache-2.0", paper=PAPER_AE,
+                tags=["baseline", "autoencoder"],
+                description="Official DCASE Task 2 autoencoder baseline, Mahalanobis score (min over source/target "
+                            "covariances); fit() trains one model per machine.",
+                card_notes="Train per machine: `python train_cli.py fit --config asdzoo/configs/dcase_ae.yaml "
+                           "--model.score_type mahalanobis`.")
+def dcase_ae_mahalanobis():
+    from asdzoo.systems.ae_baseline import AEBaseline
+
+    return AEBaseline(score_type="mahalanobis")
