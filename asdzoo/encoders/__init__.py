@@ -6,6 +6,7 @@ from asdzoo.encoders.base import Encoder
 ENCODERS = {
     "logmel": "asdzoo.encoders.logmel:LogMelEncoder",
     "aisfx": "asdzoo.encoders.aisfx:AisfxEncoder",
+    "beats": "asdzoo.encoders.beats:BEATs",
 }
 
 
