@@ -125,12 +125,14 @@ def _cand(encoder, method, pre, pooling, backend) -> Candidate:
 
 
 def fuse_top(cands: list[Candidate], data: dict, n: int) -> tuple[float, list[Candidate]]:
-    """Equal-weight fusion (eqs. 17-18) of the ``n`` best distinct configurations."""
+    """Equal-weight fusion (eqs. 17-18) of the best configuration of each of the ``n`` best distinct embeddings
+    (encoder, input method, pooling): fusing two backends of one embedding adds little."""
     chosen, seen = [], set()
     for c in cands:
-        if c.label not in seen:
+        key = (c.encoder, c.input_method, PoolingConfig(**c.pooling).label)
+        if key not in seen:
             chosen.append(c)
-            seen.add(c.label)
+            seen.add(key)
         if len(chosen) == n:
             break
     w = [1.0 / len(chosen)] * len(chosen)

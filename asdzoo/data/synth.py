@@ -43,7 +43,7 @@ class SynthConfig:
     test_per_group: int = 12  # clips per (domain, normal/anomaly) in test/
     seconds: float = 6.0
     seed: int = 0
-    severity: tuple[float, float] = (0.35, 1.0)
+    severity: tuple[float, float] = (0.15, 0.8)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,6 +7,10 @@ ENCODERS = {
     "logmel": "asdzoo.encoders.logmel:LogMelEncoder",
     "aisfx": "asdzoo.encoders.aisfx:AisfxEncoder",
     "beats": "asdzoo.encoders.beats:BEATs",
+    "m2d": "asdzoo.encoders.m2d:M2D",
+    "eat": "asdzoo.encoders.eat:EAT",
+    "dasheng": "asdzoo.encoders.audiotransformer:Dasheng",
+    "ced": "asdzoo.encoders.audiotransformer:CED",
 }
 
 
