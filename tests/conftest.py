@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SMALL = dict(machines=("fan", "valve"), train_source=24, train_target=4, test_per_group=8, seconds=3.0, seed=0)
+SMALL = dict(machines=("fan", "valve"), train_source=30, train_target=6, test_per_group=10, seconds=3.0, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ def test_score_then_evaluate(synth_root, tmp_path, capsys, model):
     files = sorted(p.name for p in out.iterdir())
     assert files == [f"{k}_{m}_section_00_test.csv" for k in ("anomaly_score", "decision_result") for m in ("fan", "valve")]
     rows = list(csv.reader(open(out / "anomaly_score_fan_section_00_test.csv")))
-    assert len(rows) == 32 and rows[0][0].startswith("section_00_") and float(rows[0][1]) == float(rows[0][1])
+    assert len(rows) == 40 and rows[0][0].startswith("section_00_") and float(rows[0][1]) == float(rows[0][1])
     dec = {r[1] for r in csv.reader(open(out / "decision_result_fan_section_00_test.csv"))}
     assert dec <= {"0", "1"}
     result = tmp_path / "result.csv"
@@ -42,7 +42,7 @@ def test_second_run_uses_the_embedding_cache(synth_root, tmp_path, isolated_home
     args = ["score", "genrep-logmel", "--data-root", str(synth_root), "--out", str(tmp_path / "s"), "--machines", "fan", "--quiet"]
     assert main(args) == 0
     cached = list((isolated_home / "cache" / "frames").rglob("*.safetensors"))
-    assert len(cached) == 60  # one per clip and view (near_only: one view)
+    assert len(cached) == 76  # one per clip and view (near_only: one view)
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # nothing re-embedded

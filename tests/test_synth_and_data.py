@@ -21,14 +21,14 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 def test_layout_names_and_attributes(synth_root):
     assert list_machines(synth_root) == ["fan", "valve"]
     train, test = scan_clips(synth_root, "fan", "train"), scan_clips(synth_root, "fan", "test")
-    assert Counter(c.domain for c in train) == {"source": 24, "target": 4}
-    assert Counter((c.domain, c.label) for c in test) == {(d, l): 8 for d in ("source", "target") for l in ("normal", "anomaly")}
+    assert Counter(c.domain for c in train) == {"source": 30, "target": 6}
+    assert Counter((c.domain, c.label) for c in test) == {(d, l): 10 for d in ("source", "target") for l in ("normal", "anomaly")}
     assert all(c.meta.attribute_values.keys() == {"spd", "room", "noise"} for c in train + test)
     src_speeds = {c.meta.attribute_values["spd"] for c in train if c.domain == "source"}
     tgt_speeds = {c.meta.attribute_values["spd"] for c in train if c.domain == "target"}
     assert not src_speeds & tgt_speeds  # domain shift: target runs at unseen speeds
     rows = list(csv.DictReader(open(synth_root / "fan" / "attributes_00.csv")))
-    assert len(rows) == 28 + 32 and rows[0]["file_name"].startswith("fan/train/section_00_source_train_normal_0000")
+    assert len(rows) == 36 + 40 and rows[0]["file_name"].startswith("fan/train/section_00_source_train_normal_0000")
     info = sf.info(str(train[0].path))
     assert (info.channels, info.samplerate, info.subtype) == (2, 16000, "PCM_16")
 
@@ -70,8 +70,8 @@ def test_datamodule_oversamples_target_and_labels_classes(synth_root):
     assert dm.num_classes == len({(c.machine, c.attributes) for c in dm.train_set.clips})
     torch.manual_seed(0)
     domains = torch.cat([b["domain"] for b in dm.train_dataloader()])
-    # 8 of 56 train clips are target; with 10x weight they make up ~59 % of draws instead of 14 %
+    # 12 of 72 train clips are target; with 10x weight they make up ~67 % of draws instead of 17 %
     assert domains.float().mean() > 0.4
     batch = next(iter(dm.train_dataloader()))
     assert batch["wave"].shape[-1] == 32000  # random 2 s crops
-    assert len(dm.val_set) == 64
+    assert len(dm.val_set) == 80

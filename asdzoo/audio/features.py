@@ -7,7 +7,20 @@ from functools import lru_cache
 import torch
 
 
-@lru_cache(maxsize=16)
+def cached_tensor(fn):
+    """``lru_cache`` for tensor builders; results are made outside inference mode, so a cache filled by an
+    inference-mode caller still works in autograd later."""
+    cached = lru_cache(maxsize=16)(fn)
+
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False):
+            return cached(*args, **kwargs)
+
+    wrapper.cache_clear = cached.cache_clear
+    return wrapper
+
+
+@cached_tensor
 def _sinc_kernel(orig: int, new: int, width_zeros: int, rolloff: float) -> tuple[torch.Tensor, int]:
     """Polyphase Hann-windowed sinc kernels, one per output phase (band-limited interpolation)."""
     cutoff = min(orig, new) * rolloff
@@ -55,7 +68,7 @@ def mel_to_hz(m: torch.Tensor, htk: bool) -> torch.Tensor:
     return torch.where(m >= 15.0, log, lin)
 
 
-@lru_cache(maxsize=16)
+@cached_tensor
 def mel_filterbank(
     sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None,
     htk: bool = False, norm: str | None = "slaney",

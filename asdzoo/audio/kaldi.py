@@ -9,9 +9,10 @@ log floored at float32 eps. No dither.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
+
+from asdzoo.audio.features import cached_tensor
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -20,7 +21,7 @@ def kaldi_mel(freq: torch.Tensor) -> torch.Tensor:
     return 1127.0 * torch.log(1.0 + freq / 700.0)
 
 
-@lru_cache(maxsize=8)
+@cached_tensor
 def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float, low_freq: float, high_freq: float) -> torch.Tensor:
     """``[num_bins, padded_window // 2 + 1]``; the Nyquist column is zero, as in Kaldi."""
     n_fft_bins = padded_window // 2

@@ -11,6 +11,9 @@ ENCODERS = {
     "eat": "asdzoo.encoders.eat:EAT",
     "dasheng": "asdzoo.encoders.audiotransformer:Dasheng",
     "ced": "asdzoo.encoders.audiotransformer:CED",
+    "ast": "asdzoo.encoders.hf:ASTEncoder",
+    "clap": "asdzoo.encoders.hf:ClapEncoder",
+    "wavlm": "asdzoo.encoders.hf:WavLMEncoder",
 }
 
 
