@@ -10,10 +10,11 @@ from pathlib import Path
 
 def _cmd_list(args) -> None:
     if args.encoders:
-        from asdzoo.encoders import ENCODERS
+        from asdzoo.encoders import ENCODER_WEIGHTS, ENCODERS
 
-        for name, target in sorted(ENCODERS.items()):
-            print(f"{name:<12} {target}")
+        for name in sorted(ENCODERS):
+            for w in ENCODER_WEIGHTS[name]:
+                print(f"{name:<9} {w['licence']:<34} {w['weights']}")
         return
     from asdzoo.hub import list_models
 

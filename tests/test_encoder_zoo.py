@@ -22,8 +22,10 @@ TINY = {
 }
 
 
-def test_every_registered_encoder_has_a_tiny_config():
-    assert set(TINY) == set(ENCODERS)
+def test_every_registered_encoder_has_a_tiny_config_and_weight_metadata():
+    from asdzoo.encoders import ENCODER_WEIGHTS
+
+    assert set(TINY) == set(ENCODERS) == set(ENCODER_WEIGHTS)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

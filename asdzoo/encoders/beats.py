@@ -89,8 +89,11 @@ class MultiheadAttention(nn.Module):
         buckets = relative_position_buckets(length, length, self.num_buckets, self.max_distance)
         return self.relative_attention_bias(buckets.to(self.relative_attention_bias.weight.device)).permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, position_bias: torch.Tensor | None):
-        """``x [B, T, D]``; ``position_bias [H, T, T]`` (computed here if None and this layer owns the table)."""
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, position_bias: torch.Tensor | None,
+                scratch: dict | None = None):
+        """``x [B, T, D]``; ``position_bias [H, T, T]`` (computed here if None and this layer owns the table).
+        ``scratch`` lends one ``[B, H, T, T]`` buffer to every layer for the gated bias in inference: a fresh
+        tensor of that size per layer costs more in page faults than the multiplication itself."""
         b, t, _ = x.shape
         if position_bias is None and self.has_relative_attention_bias:
             position_bias = self.compute_bias(t)
@@ -103,12 +106,24 @@ class MultiheadAttention(nn.Module):
             if self.gru_rel_pos:
                 gates = torch.sigmoid(self.grep_linear(q).view(b, self.num_heads, t, 2, 4).sum(-1))
                 gate_a, gate_b = gates[..., :1], gates[..., 1:]
-                bias = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * bias
+                gate = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0).to(bias.dtype)
+                bias = _multiply_into(gate, bias, scratch)
         if key_padding_mask is not None:
             pad = torch.zeros(b, 1, 1, t, dtype=q.dtype, device=q.device).masked_fill(key_padding_mask[:, None, None], float("-inf"))
             bias = pad if bias is None else bias + pad
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, -1)), position_bias
+
+
+def _multiply_into(gate: torch.Tensor, bias: torch.Tensor, scratch: dict | None) -> torch.Tensor:
+    """``gate * bias`` written into a reused buffer when autograd is off (``out=`` ops are not differentiable)."""
+    if scratch is None or torch.is_grad_enabled():
+        return gate * bias
+    shape = torch.broadcast_shapes(gate.shape, bias.shape)
+    buf = scratch.get("bias")
+    if buf is None or buf.shape != shape or buf.dtype != bias.dtype:
+        buf = scratch["bias"] = torch.empty(shape, dtype=bias.dtype, device=bias.device)
+    return torch.mul(gate, bias, out=buf)
 
 
 class EncoderLayer(nn.Module):
@@ -126,8 +141,8 @@ class EncoderLayer(nn.Module):
         if cfg.layer_norm_first:
             raise ValueError("BEATs checkpoints use layer_norm_first=False; pre-LN is not supported")
 
-    def forward(self, x, key_padding_mask, position_bias):
-        attn, position_bias = self.self_attn(x, key_padding_mask, position_bias)
+    def forward(self, x, key_padding_mask, position_bias, scratch=None):
+        attn, position_bias = self.self_attn(x, key_padding_mask, position_bias, scratch)
         x = self.self_attn_layer_norm(x * self.alpha + attn)
         x = self.final_layer_norm(x * self.alpha + self.fc2(F.gelu(self.fc1(x))))
         return x, position_bias
@@ -153,9 +168,9 @@ class TransformerEncoder(nn.Module):
         if self.pos_conv_trim:
             conv = conv[..., : -self.pos_conv_trim]
         x = self.layer_norm(x + F.gelu(conv).transpose(1, 2))
-        position_bias = None
+        position_bias, scratch = None, {}
         for i, block in enumerate(self.layers):
-            x, position_bias = block(x, padding_mask, position_bias)
+            x, position_bias = block(x, padding_mask, position_bias, scratch)
             if layer is not None and i == layer:
                 break
         return x
