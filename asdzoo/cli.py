@@ -135,6 +135,15 @@ def _cmd_search(args) -> None:
         print(f"all {len(results)} results: {args.out}")
 
 
+def _cmd_prepare(args) -> None:
+    from asdzoo.audio.separation import prepare_pseudo_clean
+
+    r = prepare_pseudo_clean(args.root, args.out, tuple(args.splits), args.machines, args.workers, args.iterations,
+                             progress=not args.quiet)
+    rtf = "n/a (nothing to do)" if r["rtf_per_core"] is None else f"{r['rtf_per_core']:.3f} per core, {r['rtf_wall']:.3f} wall"
+    print(f"pseudo-clean: {r['written']} written, {r['skipped']} already there -> {r['out']} (real-time factor {rtf})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from asdzoo import __version__
 
@@ -174,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("prepare", help="precompute training inputs: ILRMA pseudo-clean waveforms (beats-distill)")
+    s.add_argument("kind", choices=["pseudo-clean"])
+    s.add_argument("root")
+    s.add_argument("--out", help="default: <root>-pseudo-clean next to the data")
+    s.add_argument("--splits", nargs="+", default=["train"])
+    s.add_argument("--machines", nargs="+")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--iterations", type=int, default=30, help="ILRMA iterations")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_prepare)
 
     s = sub.add_parser("evaluate", help="official DCASE Task 2 metrics of a scores folder")
     s.add_argument("scores_dir")

@@ -25,6 +25,8 @@ from asdzoo.atomic import atomic_dir, write_text
 ARCHITECTURES: dict[str, str] = {
     "GenRep": "asdzoo.systems.genrep:GenRep",
     "AEBaseline": "asdzoo.systems.ae_baseline:AEBaseline",
+    "BeatsDistillTeacher": "asdzoo.systems.beats_distill:BeatsDistillTeacher",
+    "BeatsDistillStudent": "asdzoo.systems.beats_distill:BeatsDistillStudent",
 }
 
 # bundled: weights ship with a package; training-free: nothing to learn; fit-trains: fit() trains it per machine;
@@ -103,7 +105,8 @@ def _architecture_name(model: torch.nn.Module) -> str:
 
 
 def _tensors_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # clones: safetensors refuses tensors that share storage (BEATs shares one position table across layers)
+    tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     fitted = model.fitted_state() if hasattr(model, "fitted_state") else {}
     tensors.update({f"fitted::{k}": v.detach().cpu().contiguous() for k, v in fitted.items()})
     return tensors

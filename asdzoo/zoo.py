@@ -77,3 +77,31 @@ def dcase_ae_mahalanobis():
     from asdzoo.systems.ae_baseline import AEBaseline
 
     return AEBaseline(score_type="mahalanobis")
+
+
+PAPER_BEATS_DISTILL = "Yang, Distillation guided two-channel BEATs system for DCASE2026 Task 2, technical report (paper 000)"
+BEATS_DISTILL_CARD = """Architecture: BEATs (iter3+ base) with LoRA rank 64 on q/v projections; stage 1 teacher trained on ILRMA
+pseudo-clean waveforms with attentive statistics pooling (hidden 128), a 128-d projection and sub-cluster AdaCos (16
+sub-centres per class); stage 2 student: mask-based two-channel enhancement front-end, shared LoRA BEATs over the
+enhanced and the near-channel waveforms, gated cross-attention fusion, ASP + projection; loss
+L_SCAC + lambda_KD tau^2 KL(p_tea || p_stu) + lambda_SE L_SE. Scoring: cosine kNN (k=1) per machine, multi-crop for
+clips longer than the 12 s training segment.
+
+Paper's development-set results (as reported, DCASE 2026 dev, System 2): official score 62.27 % (AE Mahalanobis
+57.33 %, AE MSE 56.41 %); hmean AUC(source) 65.44 %, hmean AUC(target) 69.53 %.
+
+Reproduce: `asdzoo prepare pseudo-clean DATA`, then
+`python train_cli.py fit --config asdzoo/configs/beats_distill_teacher.yaml --data.root DATA --data.pseudo_clean_root
+DATA-pseudo-clean --model.beats_checkpoint BEATs_iter3_plus_AS2M.pt`, then the same with
+`beats_distill_student.yaml`, then `asdzoo install runs/beats_distill/student/model --name beats-distill`.
+No trained weights are published yet."""
+
+
+@register_model("beats-distill", task="task2", weights="train-locally", license="Apache-2.0 (code); BEATs weights: MIT",
+                paper=PAPER_BEATS_DISTILL, tags=["beats", "distillation", "two-channel"],
+                description="Pseudo-clean teacher / two-channel student BEATs system (paper 000).",
+                card_notes=BEATS_DISTILL_CARD)
+def beats_distill():
+    from asdzoo.systems.beats_distill import BeatsDistillStudent
+
+    return BeatsDistillStudent()

@@ -41,7 +41,7 @@ def fbank(wave: torch.Tensor, num_mel_bins: int = 128, sample_rate: int = 16000,
           frame_shift_ms: float = 10.0, preemphasis: float = 0.97, low_freq: float = 20.0,
           window_type: str = "povey") -> torch.Tensor:
     """``[..., S] -> [..., 1 + (S - win) // shift, num_mel_bins]`` log mel energies (Kaldi units).
-    ``window_type``: 'povey' (Kaldi's default, BEATs) or 'hanning' (symmetric Hann, EAT)."""
+    ``window_type``: 'povey' (Kaldi's default, BEATs), 'hanning' (symmetric Hann, EAT, AST) or 'hamming'."""
     win = int(sample_rate * frame_length_ms / 1000)
     shift = int(sample_rate * frame_shift_ms / 1000)
     padded = 1 << math.ceil(math.log2(win))
@@ -53,11 +53,14 @@ def fbank(wave: torch.Tensor, num_mel_bins: int = 128, sample_rate: int = 16000,
     frames = frames - frames.mean(dim=-1, keepdim=True)
     prev = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
     frames = frames - preemphasis * prev
-    window = torch.hann_window(win, periodic=False, dtype=frames.dtype, device=frames.device)
-    if window_type == "povey":
-        window = window.pow(0.85)
-    elif window_type != "hanning":
-        raise ValueError(f"unknown window_type {window_type!r}: choose povey or hanning")
+    if window_type == "hamming":
+        window = torch.hamming_window(win, periodic=False, dtype=frames.dtype, device=frames.device)
+    else:
+        window = torch.hann_window(win, periodic=False, dtype=frames.dtype, device=frames.device)
+        if window_type == "povey":
+            window = window.pow(0.85)
+        elif window_type != "hanning":
+            raise ValueError(f"unknown window_type {window_type!r}: choose povey, hanning or hamming")
     frames = torch.nn.functional.pad(frames * window, (0, padded - win))
     power = torch.fft.rfft(frames).abs().pow(2)
     banks = kaldi_mel_banks(num_mel_bins, padded, float(sample_rate), low_freq, sample_rate / 2).to(power)

@@ -94,7 +94,8 @@ class Task2Dataset(Dataset):
     """
 
     def __init__(self, clips: list[Clip], channels: int = 2, sample_rate: int = SAMPLE_RATE, resample: bool = False,
-                 segment_seconds: float | None = None, random_crop: bool = False, class_by: str | None = None):
+                 segment_seconds: float | None = None, random_crop: bool = False, class_by: str | None = None,
+                 pseudo_clean_root: str | None = None):
         if not clips:
             raise ValueError("Task2Dataset needs at least one clip")
         self.clips = clips
@@ -104,6 +105,7 @@ class Task2Dataset(Dataset):
         self.segment = None if segment_seconds is None else int(round(segment_seconds * sample_rate))
         self.random_crop = random_crop
         self.classes, self.class_names = class_labels(clips, class_by) if class_by else ([0] * len(clips), [])
+        self.pseudo_clean_root = pseudo_clean_root
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -111,10 +113,22 @@ class Task2Dataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         clip = self.clips[i]
         wave = read_audio(clip.path, channels=self.channels, sample_rate=self.sample_rate, resample=self.resample)
+        if self.pseudo_clean_root is not None:  # paired pseudo-clean view, cropped with the same offset
+            pc_path = Path(self.pseudo_clean_root) / clip.machine / clip.path.parent.name / clip.name
+            if not pc_path.is_file():
+                raise FileNotFoundError(f"{pc_path}: no pseudo-clean file for {clip.path}; run "
+                                        f"`asdzoo prepare pseudo-clean {clip.path.parents[2]}` first")
+            pc = read_audio(pc_path, channels=1, sample_rate=self.sample_rate)
+            if pc.shape[-1] != wave.shape[-1]:
+                raise AudioError(pc_path, f"has {pc.shape[-1]} samples but {clip.path} has {wave.shape[-1]}")
+            wave = torch.cat([wave, pc])
         if self.segment is not None and wave.shape[-1] > self.segment:
             start = int(torch.randint(0, wave.shape[-1] - self.segment + 1, ())) if self.random_crop else 0
             wave = wave[:, start:start + self.segment]
-        return {
+        item = {}
+        if self.pseudo_clean_root is not None:
+            item["pseudo_clean"], wave = wave[-1], wave[:-1]
+        return item | {
             "wave": wave,
             "length": wave.shape[-1],
             "label": -1 if clip.label is None else int(clip.label == "anomaly"),
@@ -131,6 +145,10 @@ def collate_clips(items: list[dict]) -> dict:
     for b, it in enumerate(items):
         wave[b, :, : it["length"]] = it["wave"]
     batch = {"wave": wave, "lengths": torch.tensor([it["length"] for it in items])}
+    if "pseudo_clean" in items[0]:
+        batch["pseudo_clean"] = torch.zeros(len(items), longest)
+        for b, it in enumerate(items):
+            batch["pseudo_clean"][b, : it["length"]] = it["pseudo_clean"]
     for key in ("label", "domain", "class", "index"):
         batch[key] = torch.tensor([it[key] for it in items])
     return batch
@@ -145,7 +163,7 @@ class Task2DataModule(L.LightningDataModule):
 
     def __init__(self, root: str, machines: list[str] | None = None, batch_size: int = 16, num_workers: int = 0,
                  channels: int = 2, segment_seconds: float | None = None, target_oversample: float = 1.0,
-                 class_by: str | None = "attribute", resample: bool = False):
+                 class_by: str | None = "attribute", resample: bool = False, pseudo_clean_root: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.root = root
@@ -157,17 +175,22 @@ class Task2DataModule(L.LightningDataModule):
         self.target_oversample = target_oversample
         self.class_by = class_by
         self.resample = resample
+        self.pseudo_clean_root = pseudo_clean_root
 
     def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):
+            return
         machines = self.machines or list_machines(self.root)
         train = [c for m in machines for c in scan_clips(self.root, m, "train")]
         self.train_set = Task2Dataset(train, self.channels, resample=self.resample, segment_seconds=self.segment_seconds,
-                                      random_crop=True, class_by=self.class_by)
+                                      random_crop=True, class_by=self.class_by, pseudo_clean_root=self.pseudo_clean_root)
         test = [c for m in machines if (Path(self.root) / m / "test").is_dir() for c in scan_clips(self.root, m, "test")]
         self.val_set = Task2Dataset(test, self.channels, resample=self.resample) if test else None
 
     @property
     def num_classes(self) -> int:
+        """Number of classification targets (scans file names only; no audio is read)."""
+        self.setup()
         return len(self.train_set.class_names)
 
     def train_dataloader(self) -> DataLoader:

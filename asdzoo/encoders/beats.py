@@ -187,8 +187,12 @@ class BEATs(Encoder):
     """BEATs behind the encoder protocol. ``forward`` runs each clip at its own length (padding never changes a
     clip's frames); :meth:`extract_features` is the official batched path with its two-step padding mask."""
 
-    def __init__(self, cfg: dict | None = None, layer: int | None = None, checkpoint: str | None = None, **overrides):
+    def __init__(self, cfg: dict | None = None, layer: int | None = None, checkpoint: str | None = None,
+                 fbank_window: str = "povey", **overrides):
+        """``fbank_window``: Kaldi window of the front-end; 'povey' is the official BEATs one (paper 000 uses
+        'hamming')."""
         super().__init__()
+        self.fbank_window = fbank_window
         cfg_dict = {**asdict(BEATsConfig()), **(cfg or {}), **overrides}
         state = None
         if checkpoint is not None:
@@ -196,7 +200,7 @@ class BEATs(Encoder):
             cfg_dict = {**cfg_dict, **ckpt["cfg"], **overrides}
             state = ckpt["model"]
         self.cfg = BEATsConfig.from_dict(cfg_dict)
-        self._config = dict(cfg=asdict(self.cfg), layer=layer)
+        self._config = dict(cfg=asdict(self.cfg), layer=layer, fbank_window=fbank_window)
         self.layer = layer
         self.sample_rate = 16000
         self.embed_dim = self.cfg.encoder_embed_dim
@@ -223,7 +227,7 @@ class BEATs(Encoder):
 
     # -- official batched path ---------------------------------------------------------------------
     def preprocess(self, wave: torch.Tensor) -> torch.Tensor:
-        return (kaldi_fbank(wave * 2**15) - FBANK_MEAN) / (2 * FBANK_STD)
+        return (kaldi_fbank(wave * 2**15, window_type=self.fbank_window) - FBANK_MEAN) / (2 * FBANK_STD)
 
     @staticmethod
     def forward_padding_mask(features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:

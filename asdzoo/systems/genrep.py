@@ -18,8 +18,8 @@ from asdzoo.audio.channels import softmask_enhance
 from asdzoo.encoders import load_encoder
 from asdzoo.nn.pooling import l2_normalize, pool, preprocess
 from asdzoo.scoring.fusion import fuse
-from asdzoo.scoring.knn import BackendConfig, KnnBackend
-from asdzoo.systems.detector import batches
+from asdzoo.scoring.knn import BackendConfig
+from asdzoo.systems.detector import BankDetector, batches
 
 # name -> (kind, parameter): paper 001 §2.3, seven configurations
 INPUT_METHODS = {
@@ -71,7 +71,7 @@ class PoolingConfig:
         return l2_normalize(pool(preprocess(frames, self.tau, self.rho), mask, self.method, self.p, self.alpha))
 
 
-class GenRep(nn.Module):
+class GenRep(BankDetector, nn.Module):
     """Training-free detector; ``fit`` builds the per-machine memory banks, ``score`` returns kNN scores."""
 
     def __init__(self, encoder: str = "logmel", encoder_args: dict | None = None, layer: int | None = None,
@@ -126,49 +126,13 @@ class GenRep(nn.Module):
         parts = [self.branches_from_frames(self.view_frames(w, l)) for w, l in batches(wave, lengths, self.batch_size)]
         return {b: torch.cat([p[b] for p in parts]) for b in parts[0]}
 
-    # -- memory banks ----------------------------------------------------------------------------
-    def fit_embeddings(self, emb: dict[str, torch.Tensor], domains) -> GenRep:
-        domains = np.asarray(torch.as_tensor(domains).cpu())
-        self._fitted = {"domains": domains, "embeddings": {b: e.float().cpu().numpy() for b, e in emb.items()}}
-        self._backends = {b: KnnBackend(self.backend_cfg, e, domains) for b, e in self._fitted["embeddings"].items()}
-        self._train_scores = {b: k.train_scores() for b, k in self._backends.items()}
-        return self
-
-    def fit(self, waves: torch.Tensor, domains, lengths: torch.Tensor | None = None) -> GenRep:
-        """Normal training clips ``[N, 2, S]`` of one machine, with domains (0 source, 1 target)."""
-        return self.fit_embeddings(self.embed(waves, lengths), domains)
-
-    def _combine(self, per_branch: dict[str, np.ndarray]) -> np.ndarray:
+    def combine_branches(self, per_branch: dict[str, np.ndarray]) -> np.ndarray:
+        """One branch as is; the soft-mask methods' three branches fused with eq. 13's weights."""
         if list(per_branch) == ["main"]:
             return per_branch["main"]
         names = list(SFSOFT_WEIGHTS)
         return fuse([per_branch[b] for b in names], [self._train_scores[b] for b in names],
                     [SFSOFT_WEIGHTS[b] for b in names])
-
-    def score_embeddings(self, emb: dict[str, torch.Tensor]) -> np.ndarray:
-        if self._fitted is None:
-            raise RuntimeError("GenRep.score before fit: call fit(normal_clips, domains) first")
-        return self._combine({b: self._backends[b].score(e.float().cpu().numpy()) for b, e in emb.items()})
-
-    def score(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Anomaly scores ``[B]`` (higher = more anomalous)."""
-        return torch.from_numpy(self.score_embeddings(self.embed(wave, lengths)))
-
-    def train_scores(self) -> np.ndarray:
-        """Leave-one-out scores of the training clips, combined like test scores (for thresholds)."""
-        return self._combine(self._train_scores)
-
-    # -- persistence of a fitted bank (hub.save_pretrained) ---------------------------------------
-    def fitted_state(self) -> dict[str, torch.Tensor]:
-        if self._fitted is None:
-            return {}
-        state = {"domains": torch.as_tensor(self._fitted["domains"])}
-        state.update({f"bank.{b}": torch.from_numpy(e) for b, e in self._fitted["embeddings"].items()})
-        return state
-
-    def load_fitted_state(self, state: dict[str, torch.Tensor]) -> None:
-        emb = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("bank.")}
-        self.fit_embeddings(emb, state["domains"])
 
     def describe(self) -> str:
         return f"{self.config['encoder']} | {self.input_method} | {self.pooling.label} | {self.backend_cfg.label}"
