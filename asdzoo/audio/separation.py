@@ -35,15 +35,21 @@ class SeparationResult:
     chosen: int
 
 
-def separate(wave: np.ndarray, n_iter: int = 30, n_components: int = 2) -> SeparationResult:
-    """``wave [2, S]`` (near, far) -> pseudo-clean near-mic image of the machine."""
+def separate(wave: np.ndarray, n_iter: int = 30, n_components: int = 2, seed: int = 0) -> SeparationResult:
+    """``wave [2, S]`` (near, far) -> pseudo-clean near-mic image of the machine. pyroomacoustics draws ILRMA's
+    NMF initialisation from numpy's global generator: it is seeded here (and restored) so outputs are reproducible."""
     import pyroomacoustics as pra
 
     x = torch.as_tensor(np.asarray(wave, dtype=np.float64))
     window = torch.hann_window(N_FFT, dtype=torch.float64)
     spec = torch.stft(x, N_FFT, HOP, window=window, center=True, return_complex=True)  # [2, F, T]
     X = spec.permute(2, 1, 0).numpy()  # [T, F, M] as pyroomacoustics wants
-    Y = pra.bss.ilrma(X, n_iter=n_iter, n_components=n_components, proj_back=False)  # [T, F, S]
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        Y = pra.bss.ilrma(X, n_iter=n_iter, n_components=n_components, proj_back=False)  # [T, F, S]
+    finally:
+        np.random.set_state(state)
     scales = np.stack([pra.bss.projection_back(Y, X[:, :, m]) for m in range(X.shape[2])])  # [M, F, S]
     images = Y[:, :, None, :] * np.conj(scales.transpose(1, 0, 2))[None]  # [T, F, M, S]
     power = (np.abs(images) ** 2).sum(axis=(0, 1))  # [M, S]
