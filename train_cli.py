@@ -1,4 +1,5 @@
 """Training entry point: ``python train_cli.py fit --config asdzoo/configs/<system>.yaml`` (LightningCLI)."""
+
 from lightning.pytorch.cli import LightningCLI
 
 

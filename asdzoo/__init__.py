@@ -1,9 +1,10 @@
 """asdzoo: a model zoo for machine-sound anomaly detection (DCASE Task 2) and sound-scene segmentation (Task 4).
 
-    import asdzoo
-    asdzoo.list_models()
-    model = asdzoo.load("genrep")
+import asdzoo
+asdzoo.list_models()
+model = asdzoo.load("genrep")
 """
+
 __version__ = "0.1.0"
 
 from asdzoo.hub import list_models, load, save_pretrained  # noqa: E402

@@ -1,4 +1,5 @@
 """Atomic file and directory writes: a crash never leaves a half-written output behind."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Lightning callbacks that connect training to the zoo."""
+
 from __future__ import annotations
 
 import lightning as L

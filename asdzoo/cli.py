@@ -1,4 +1,5 @@
 """The ``asdzoo`` command (DESIGN §3)."""
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,14 @@ def _cmd_cards(args) -> None:
 def _cmd_synth(args) -> None:
     from asdzoo.data.synth import SynthConfig, generate
 
-    cfg = SynthConfig(machines=tuple(args.machines), train_source=args.train_source, train_target=args.train_target,
-                      test_per_group=args.test_per_group, seconds=args.seconds, seed=args.seed)
+    cfg = SynthConfig(
+        machines=tuple(args.machines),
+        train_source=args.train_source,
+        train_target=args.train_target,
+        test_per_group=args.test_per_group,
+        seconds=args.seconds,
+        seed=args.seed,
+    )
     t0 = time.time()
     generate(args.out, cfg, workers=args.workers, progress=not args.quiet)
     print(f"wrote {args.out} ({len(cfg.machines)} machines) in {time.time() - t0:.1f} s")
@@ -138,9 +145,14 @@ def _cmd_search(args) -> None:
 def _cmd_prepare(args) -> None:
     from asdzoo.audio.separation import prepare_pseudo_clean
 
-    r = prepare_pseudo_clean(args.root, args.out, tuple(args.splits), args.machines, args.workers, args.iterations,
-                             progress=not args.quiet)
-    rtf = "n/a (nothing to do)" if r["rtf_per_core"] is None else f"{r['rtf_per_core']:.3f} per core, {r['rtf_wall']:.3f} wall"
+    r = prepare_pseudo_clean(
+        args.root, args.out, tuple(args.splits), args.machines, args.workers, args.iterations, progress=not args.quiet
+    )
+    rtf = (
+        "n/a (nothing to do)"
+        if r["rtf_per_core"] is None
+        else f"{r['rtf_per_core']:.3f} per core, {r['rtf_wall']:.3f} wall"
+    )
     print(f"pseudo-clean: {r['written']} written, {r['skipped']} already there -> {r['out']} (real-time factor {rtf})")
 
 
@@ -199,13 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("scores_dir")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--data-root", help="dev data root: labels and domains from file names")
-    g.add_argument("--ground-truth", help="folder with ground_truth_data/, ground_truth_domain/, ground_truth_attributes/")
+    g.add_argument(
+        "--ground-truth", help="folder with ground_truth_data/, ground_truth_domain/, ground_truth_attributes/"
+    )
     s.add_argument("--out", help="write the official result CSV here")
     s.add_argument("--plots", help="write ROC curves and score histograms (PNG) here")
     s.add_argument("--machines", nargs="+")
     s.set_defaults(func=_cmd_evaluate)
 
-    for name, func, helptext in (("score", _cmd_score, "fit per machine on train/, score test/, write submission files"),):
+    for name, func, helptext in (
+        ("score", _cmd_score, "fit per machine on train/, score test/, write submission files"),
+    ):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("model", help="registry name, Hub id org/name[@rev], or saved folder")
         s.add_argument("--data-root", required=True)

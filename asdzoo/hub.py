@@ -4,6 +4,7 @@ A saved model is a folder with ``config.json`` (architecture name, its construct
 asdzoo/torch versions that wrote it), ``model.safetensors`` and a ``README.md`` model card. Loading
 rebuilds the class from an allow-list of asdzoo architectures and never unpickles anything.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -11,9 +12,9 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -130,9 +131,11 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, name: 
 
 
 def _plain_card(config: dict) -> str:
-    return (f"---\nlibrary_name: asdzoo\ntags: [anomalous-sound-detection, dcase]\n---\n# {config['architecture']}\n\n"
-            f"Saved with asdzoo {config['asdzoo_version']} (torch {config['torch_version']}).\n\n"
-            f"```json\n{json.dumps(config['config'], indent=2, sort_keys=True)}\n```\n")
+    return (
+        f"---\nlibrary_name: asdzoo\ntags: [anomalous-sound-detection, dcase]\n---\n# {config['architecture']}\n\n"
+        f"Saved with asdzoo {config['asdzoo_version']} (torch {config['torch_version']}).\n\n"
+        f"```json\n{json.dumps(config['config'], indent=2, sort_keys=True)}\n```\n"
+    )
 
 
 def load_pretrained_dir(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -147,8 +150,9 @@ def load_pretrained_dir(directory: str | os.PathLike, device: str | torch.device
         raise ValueError(f"{cfg_path}: unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
     saved = str(config.get("asdzoo_version", "0"))
     if saved.split(".")[0] != __version__.split(".")[0]:
-        warnings.warn(f"{directory} was saved with asdzoo {saved}; this is {__version__} (major versions differ)",
-                      stacklevel=2)
+        warnings.warn(
+            f"{directory} was saved with asdzoo {saved}; this is {__version__} (major versions differ)", stacklevel=2
+        )
     module, cls_name = ARCHITECTURES[arch].split(":")
     cls = getattr(importlib.import_module(module), cls_name)
     model = cls(**config["config"])
@@ -199,8 +203,14 @@ def _download(repo_id: str, revision: str | None, local_files_only: bool | None,
 
     offline = _offline(local_files_only)
     try:
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=offline,
-                                      allow_patterns=["config.json", "model.safetensors", "README.md"]))
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                local_files_only=offline,
+                allow_patterns=["config.json", "model.safetensors", "README.md"],
+            )
+        )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as err:
         where = "offline mode is on and nothing is cached" if offline else f"download failed ({type(err).__name__})"
         raise WeightsNotAvailableError(
@@ -212,8 +222,12 @@ def _download(repo_id: str, revision: str | None, local_files_only: bool | None,
         ) from None
 
 
-def load(name_or_path: str | os.PathLike, revision: str | None = None, device: str | torch.device = "cpu",
-         local_files_only: bool | None = None) -> torch.nn.Module:
+def load(
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    device: str | torch.device = "cpu",
+    local_files_only: bool | None = None,
+) -> torch.nn.Module:
     """Load a zoo model from a registry name, a Hub id ``org/name[@revision]`` or a saved folder.
 
     Registry names resolve first to the local store (``$ASDZOO_HOME/models/<name>``), then to what the
@@ -232,10 +246,13 @@ def load(name_or_path: str | os.PathLike, revision: str | None = None, device: s
         if entry.weights in ("bundled", "training-free", "fit-trains"):
             return entry.builder().to(device).eval()
         if entry.hub_repo:
-            return load_pretrained_dir(_download(entry.hub_repo, revision or entry.revision, local_files_only, text), device)
+            return load_pretrained_dir(
+                _download(entry.hub_repo, revision or entry.revision, local_files_only, text), device
+            )
         raise WeightsNotAvailableError(
             f"{text!r} has no published weights yet: train it ({entry.card_notes or 'see its model card'}) "
-            f"and run `asdzoo install DIR --name {text}`, or pass a saved folder to asdzoo.load")
+            f"and run `asdzoo install DIR --name {text}`, or pass a saved folder to asdzoo.load"
+        )
     if "/" in text and not text.startswith((".", "/")) and text.count("/") == 1:
         repo, _, rev = text.partition("@")
         return load_pretrained_dir(_download(repo, revision or rev or None, local_files_only, repo), device)
@@ -298,7 +315,14 @@ def render_model_card(entry: ZooEntry, config: dict | None = None) -> str:
     if entry.card_notes:
         lines += ["", "## Notes", "", entry.card_notes]
     if config:
-        lines += ["", "## Configuration", "", "```json", json.dumps(config.get("config", config), indent=2, sort_keys=True), "```"]
+        lines += [
+            "",
+            "## Configuration",
+            "",
+            "```json",
+            json.dumps(config.get("config", config), indent=2, sort_keys=True),
+            "```",
+        ]
     return "\n".join(lines) + "\n"
 
 

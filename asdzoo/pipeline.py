@@ -1,4 +1,5 @@
 """Stages that turn a DCASE data root into official submission files: load, fit per machine, score, decide."""
+
 from __future__ import annotations
 
 import copy
@@ -47,15 +48,23 @@ def _pad_frames(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return frames, mask
 
 
-def view_frames(model, clips: list[Clip], channels: int, views: tuple[str, ...], cache: FrameCache | None,
-                batch_size: int = 16, progress: bool = False, desc: str = "") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def view_frames(
+    model,
+    clips: list[Clip],
+    channels: int,
+    views: tuple[str, ...],
+    cache: FrameCache | None,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "",
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Encoder frames of every view of every clip, read from / written to the frame cache."""
     digests = [file_digest(c.path) for c in clips] if cache else [None] * len(clips)
     found: dict[str, list] = {v: [cache.get(d, v) if cache else None for d in digests] for v in views}
     todo = [i for i in range(len(clips)) if any(found[v][i] is None for v in views)]
     bar = tqdm(total=len(todo), desc=f"embed {desc}".strip(), unit="clip", disable=not progress or not todo)
     for start in range(0, len(todo), batch_size):
-        idx = todo[start:start + batch_size]
+        idx = todo[start : start + batch_size]
         batch = collate_clips([Task2Dataset([clips[i] for i in idx], channels=channels)[j] for j in range(len(idx))])
         out = model.view_frames(batch["wave"], batch["lengths"], views)
         for v, (frames, mask) in out.items():
@@ -73,8 +82,12 @@ def frame_cache_for(model, cache_root: str | Path | None) -> FrameCache | None:
     if cache_root is None:
         return None
     enc = model.config
-    key = {"encoder": enc["encoder"], "encoder_args": enc["encoder_args"], "layer": enc["layer"],
-           "input_method": enc["input_method"] if "enh" in _views(model) else None}
+    key = {
+        "encoder": enc["encoder"],
+        "encoder_args": enc["encoder_args"],
+        "layer": enc["layer"],
+        "input_method": enc["input_method"] if "enh" in _views(model) else None,
+    }
     return FrameCache(Path(cache_root) / "frames", key)
 
 
@@ -84,8 +97,9 @@ def _views(model) -> tuple[str, ...]:
     return views_for(model.input_method)
 
 
-def fit_and_score(model, data: MachineData, cache_root: str | Path | None = None, progress: bool = False,
-                  batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def fit_and_score(
+    model, data: MachineData, cache_root: str | Path | None = None, progress: bool = False, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit a copy of ``model`` on the machine's train clips; return (test scores, training scores)."""
     det = copy.deepcopy(model)
     train_domains = torch.tensor([int(c.domain == "target") for c in data.train])
@@ -99,13 +113,17 @@ def fit_and_score(model, data: MachineData, cache_root: str | Path | None = None
     train_set = Task2Dataset(data.train, channels=data.channels)
     train = collate_clips([train_set[i] for i in range(len(train_set))])
     det.fit(train["wave"], train_domains, train["lengths"])
-    test_scores = np.concatenate([det.score(b["wave"], b["lengths"]).numpy() for b in load_waves(data.test, data.channels)])
+    test_scores = np.concatenate(
+        [det.score(b["wave"], b["lengths"]).numpy() for b in load_waves(data.test, data.channels)]
+    )
     if hasattr(det, "train_scores"):  # bank detectors: leave-one-out scores (a clip would find itself)
         return test_scores, det.train_scores()
     return test_scores, det.score(train["wave"], train["lengths"]).numpy()
 
 
-def write_submission(out_dir: str | Path, machine: str, clips: list[Clip], scores: np.ndarray, threshold: float) -> list[Path]:
+def write_submission(
+    out_dir: str | Path, machine: str, clips: list[Clip], scores: np.ndarray, threshold: float
+) -> list[Path]:
     """``anomaly_score_<M>_section_<NN>_test.csv`` and ``decision_result_…`` (no header), one pair per section."""
     written = []
     for section in sorted({c.section for c in clips}):
@@ -118,8 +136,15 @@ def write_submission(out_dir: str | Path, machine: str, clips: list[Clip], score
     return written
 
 
-def score_root(model, data_root: str | Path, out_dir: str | Path, machines: list[str] | None = None,
-               cache_root: str | Path | None = None, progress: bool = True, log=print) -> list[Path]:
+def score_root(
+    model,
+    data_root: str | Path,
+    out_dir: str | Path,
+    machines: list[str] | None = None,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    log=print,
+) -> list[Path]:
     """``asdzoo score``: per machine, fit on ``train/``, score ``test/``, write the official files."""
     if isinstance(model, (str, Path)):
         from asdzoo.hub import load

@@ -5,6 +5,7 @@ Staged, as in the paper: (1) input method x preprocessing x pooling with the ref
 ``--full`` crosses everything instead. Encoder frames are computed once per clip and view (and cached
 on disk), so the whole search costs one embedding pass.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -19,15 +20,26 @@ from asdzoo.scoring.knn import BackendConfig
 from asdzoo.systems.genrep import INPUT_METHODS, GenRep, PoolingConfig, views_for
 
 PREPROCESSING = [(None, None), (None, 0.2), (None, 0.3), (None, 0.4), (0.10, 0.3), (0.15, 0.3)]
-POOLINGS = ([dict(method="mean")] + [dict(method="gem", p=p) for p in (1, 3, 9)]
-            + [dict(method="rdp", alpha=a) for a in (1, 9, 16, 19, 20)] + [dict(method="rdpgem", alpha=a, p=3) for a in (1, 9)])
+POOLINGS = (
+    [dict(method="mean")]
+    + [dict(method="gem", p=p) for p in (1, 3, 9)]
+    + [dict(method="rdp", alpha=a) for a in (1, 9, 16, 19, 20)]
+    + [dict(method="rdpgem", alpha=a, p=3) for a in (1, 9)]
+)
 REFERENCE_BACKEND = dict(metric="cosine", k=1, backend="raw")
 
 
 def backend_grid() -> list[dict]:
-    single = [dict(metric=m, k=k, backend=b) for m in ("euclidean", "cosine") for k in (1, 3, 5, 10, 20) for b in ("raw", "ldn")]
+    single = [
+        dict(metric=m, k=k, backend=b)
+        for m in ("euclidean", "cosine")
+        for k in (1, 3, 5, 10, 20)
+        for b in ("raw", "ldn")
+    ]
     domain = [dict(metric=m, k=1, backend=b) for m in ("euclidean", "cosine") for b in ("domain_z", "dldn")]
-    domain += [dict(metric=m, k=1, backend="wdbldn", target_weight=w) for m in ("euclidean", "cosine") for w in (0.5, 2.0)]
+    domain += [
+        dict(metric=m, k=1, backend="wdbldn", target_weight=w) for m in ("euclidean", "cosine") for w in (0.5, 2.0)
+    ]
     return single + domain
 
 
@@ -39,12 +51,13 @@ class Candidate:
     backend: dict
     score: float = float("nan")
     triplets: list = field(default_factory=list)
-    test_scores: dict = field(default_factory=dict)   # machine -> np.ndarray
+    test_scores: dict = field(default_factory=dict)  # machine -> np.ndarray
     train_scores: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return f"{self.encoder} | {self.input_method} | {PoolingConfig(**self.pooling).label} | {BackendConfig(**self.backend).label}"
+        pooling, backend = PoolingConfig(**self.pooling).label, BackendConfig(**self.backend).label
+        return f"{self.encoder} | {self.input_method} | {pooling} | {backend}"
 
     def genrep_kwargs(self) -> dict:
         return dict(encoder=self.encoder, input_method=self.input_method, pooling=self.pooling, backend=self.backend)
@@ -60,21 +73,26 @@ class SearchData:
         self.machines = machines or list_machines(root)
         self.data = {m: load_machine(root, m) for m in self.machines}
         self.frames: dict = {}
-        self.models: dict = {}
+        self.base = GenRep(encoder=encoder, layer=layer)  # one frozen encoder shared by every configuration
         for method in INPUT_METHODS:
-            model = GenRep(encoder=encoder, layer=layer, input_method=method)
-            self.models[method] = model
-            views = tuple(v for v in views_for(method) if (method, v) not in self.frames)
+            model = self.base.configured(self.base.config["pooling"], self.base.config["backend"], method)
             cache = frame_cache_for(model, cache_root)
             for m, d in self.data.items():
                 if d.channels < 2 and method != "near_only":
                     continue
                 for split, clips in (("train", d.train), ("test", d.test)):
-                    key_views = [v for v in views_for(method) if (m, split, self._view_key(method, v)) not in self.frames]
-                    if not key_views:
+                    todo = [v for v in views_for(method) if (m, split, self._view_key(method, v)) not in self.frames]
+                    if not todo:
                         continue
-                    out = view_frames(model, clips, d.channels, tuple(key_views), cache, progress=progress,
-                                      desc=f"{encoder} {method} {m}/{split}")
+                    out = view_frames(
+                        model,
+                        clips,
+                        d.channels,
+                        tuple(todo),
+                        cache,
+                        progress=progress,
+                        desc=f"{encoder} {method} {m}/{split}",
+                    )
                     for v, fm in out.items():
                         self.frames[(m, split, self._view_key(method, v))] = fm
 
@@ -86,15 +104,16 @@ class SearchData:
         two = all(d.channels == 2 for d in self.data.values())
         return list(INPUT_METHODS) if two else ["near_only"]
 
+    def machine_frames(self, machine: str, split: str, method: str) -> dict:
+        return {v: self.frames[(machine, split, self._view_key(method, v))] for v in views_for(method)}
+
     def evaluate(self, cand: Candidate) -> Candidate:
-        model = self.models[cand.input_method].configured(cand.pooling, cand.backend)
+        model = self.base.configured(cand.pooling, cand.backend, cand.input_method)
         trip = []
         for m, d in self.data.items():
-            get = lambda split: {v: self.frames[(m, split, self._view_key(cand.input_method, v))]  # noqa: E731
-                                 for v in views_for(cand.input_method)}
             dom = np.array([int(c.domain == "target") for c in d.train])
-            model.fit_embeddings(model.branches_from_frames(get("train")), dom)
-            s = model.score_embeddings(model.branches_from_frames(get("test")))
+            model.fit_embeddings(model.branches_from_frames(self.machine_frames(m, "train", cand.input_method)), dom)
+            s = model.score_embeddings(model.branches_from_frames(self.machine_frames(m, "test", cand.input_method)))
             cand.test_scores[m], cand.train_scores[m] = s, model.train_scores()
             trip += _triplet(d, s)
         cand.triplets, cand.score = trip, official_score(trip)
@@ -112,11 +131,20 @@ def run_search(sd: SearchData, top: int = 3, full: bool = False, methods=None, l
     methods = methods or sd.methods()
     if full:
         grid = itertools.product(methods, PREPROCESSING, POOLINGS, backend_grid())
-        return sorted((sd.evaluate(_cand(sd.encoder, m, pre, pl, be)) for m, pre, pl, be in grid), key=lambda c: -c.score)
-    stage1 = sorted((sd.evaluate(_cand(sd.encoder, m, pre, pl, REFERENCE_BACKEND))
-                     for m, pre, pl in itertools.product(methods, PREPROCESSING, POOLINGS)), key=lambda c: -c.score)
+        return sorted(
+            (sd.evaluate(_cand(sd.encoder, m, pre, pl, be)) for m, pre, pl, be in grid), key=lambda c: -c.score
+        )
+    stage1 = sorted(
+        (
+            sd.evaluate(_cand(sd.encoder, m, pre, pl, REFERENCE_BACKEND))
+            for m, pre, pl in itertools.product(methods, PREPROCESSING, POOLINGS)
+        ),
+        key=lambda c: -c.score,
+    )
     log(f"stage 1 ({len(stage1)} configurations): best {100 * stage1[0].score:.2f}  {stage1[0].label}")
-    stage2 = [sd.evaluate(Candidate(c.encoder, c.input_method, c.pooling, be)) for c in stage1[:top] for be in backend_grid()]
+    stage2 = [
+        sd.evaluate(Candidate(c.encoder, c.input_method, c.pooling, be)) for c in stage1[:top] for be in backend_grid()
+    ]
     return sorted(stage1 + stage2, key=lambda c: -c.score)
 
 

@@ -6,6 +6,7 @@ Prepares the ILRMA pseudo-clean cache (reports its real-time factor), trains the
 the paper's settings except the BEATs size when no checkpoint is given (then a small random-init BEATs, loudly),
 scores every machine with each model (cosine k=1 kNN) and prints the official DCASE table for both.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,9 @@ from asdzoo.metrics.task2 import evaluate_scores, format_table, truth_from_data_
 from asdzoo.pipeline import score_root
 from asdzoo.systems.beats_distill import BeatsDistillStudent, BeatsDistillTeacher
 
-SMALL_BEATS = dict(encoder_layers=4, encoder_embed_dim=256, encoder_ffn_embed_dim=1024, encoder_attention_heads=4, embed_dim=256)
+SMALL_BEATS = dict(
+    encoder_layers=4, encoder_embed_dim=256, encoder_ffn_embed_dim=1024, encoder_attention_heads=4, embed_dim=256
+)
 
 
 def main() -> None:
@@ -37,18 +40,32 @@ def main() -> None:
     out = Path(args.out)
     t0 = time.time()
     pc = prepare_pseudo_clean(args.data, workers=2)
-    print(f"pseudo-clean: {pc['written']} files, real-time factor {pc['rtf_per_core']} per core "
-          f"({time.time() - t0:.0f} s)")
-    common = dict(beats=None if args.beats_checkpoint else SMALL_BEATS, beats_checkpoint=args.beats_checkpoint,
-                  segment_seconds=args.segment)
-    dm = Task2DataModule(args.data, batch_size=args.batch_size, segment_seconds=args.segment,
-                         pseudo_clean_root=pc["out"], target_oversample=10.0)
+    print(
+        f"pseudo-clean: {pc['written']} files, real-time factor {pc['rtf_per_core']} per core "
+        f"({time.time() - t0:.0f} s)"
+    )
+    common = dict(
+        beats=None if args.beats_checkpoint else SMALL_BEATS,
+        beats_checkpoint=args.beats_checkpoint,
+        segment_seconds=args.segment,
+    )
+    dm = Task2DataModule(
+        args.data,
+        batch_size=args.batch_size,
+        segment_seconds=args.segment,
+        pseudo_clean_root=pc["out"],
+        target_oversample=10.0,
+    )
     L.seed_everything(0)
     teacher = BeatsDistillTeacher(**common)
-    L.Trainer(max_epochs=args.teacher_epochs, accelerator="auto", logger=False, enable_checkpointing=False).fit(teacher, dm)
+    L.Trainer(max_epochs=args.teacher_epochs, accelerator="auto", logger=False, enable_checkpointing=False).fit(
+        teacher, dm
+    )
     save_pretrained(teacher, out / "teacher")
     student = BeatsDistillStudent(teacher=str(out / "teacher"), **common)
-    L.Trainer(max_epochs=args.student_epochs, accelerator="auto", logger=False, enable_checkpointing=False).fit(student, dm)
+    L.Trainer(max_epochs=args.student_epochs, accelerator="auto", logger=False, enable_checkpointing=False).fit(
+        student, dm
+    )
     save_pretrained(student, out / "student", name="beats-distill")
     truth = truth_from_data_root(args.data)
     for name, model in (("teacher-only (near channel)", teacher), ("student", student)):

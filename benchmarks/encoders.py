@@ -8,6 +8,7 @@ For BEATs it also prints the efficiency ratio that survives a noisy machine:
 (targets: fp32 >= 0.75, bf16 autocast >= 0.45, with bf16 pooled embeddings within 1e-2 relative of fp32).
 Each measurement runs in a fresh process so the peak resident memory belongs to it alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,15 @@ def _measure(args) -> dict:
         dt = time.perf_counter() - t0
     pooled = (frames.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _rss_mib() - base
-    return dict(encoder=name, batch=batch, dtype=dtype_name, device=device, clips_per_s=batch * repeats / dt,
-                peak_mib=peak, pooled=pooled.cpu().tolist())
+    return dict(
+        encoder=name,
+        batch=batch,
+        dtype=dtype_name,
+        device=device,
+        clips_per_s=batch * repeats / dt,
+        peak_mib=peak,
+        pooled=pooled.cpu().tolist(),
+    )
 
 
 def measure(name: str, batch: int, dtype: str, device: str, repeats: int) -> dict:
@@ -109,8 +117,10 @@ def main() -> None:
                     eff = r["clips_per_s"] * BEATS_GFLOP_PER_CLIP / gflops[dtype] if name == "beats" else None
                     r["efficiency"] = eff
                     rows.append(r)
-                    print(f"{name:<9}{dtype:>6}{batch:>6}{r['clips_per_s']:10.2f}{r['peak_mib']:10.0f}"
-                          f"{'' if eff is None else f'{eff:12.2f}'}")
+                    print(
+                        f"{name:<9}{dtype:>6}{batch:>6}{r['clips_per_s']:10.2f}{r['peak_mib']:10.0f}"
+                        f"{'' if eff is None else f'{eff:12.2f}'}"
+                    )
                     if dtype == "fp32" and ref is None:
                         ref = torch.tensor(r["pooled"][0])
                     elif ref is not None and dtype != "fp32":

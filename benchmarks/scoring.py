@@ -4,6 +4,7 @@
 
 Prints numbers and the faiss/torch ratio; CI does not run this.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ def embed_speed(encoder: str, seconds: float = 10.0, batch: int = 8, repeats: in
 def torch_topk(bank: torch.Tensor, queries: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
     out = []
     for i in range(0, len(queries), chunk):
-        sims = queries[i:i + chunk] @ bank.T
+        sims = queries[i : i + chunk] @ bank.T
         out.append(1 - sims.topk(k, dim=1).values)
     return torch.cat(out)
 

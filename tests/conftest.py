@@ -1,4 +1,5 @@
 """Shared fixtures: one small synthetic data set per test session, an isolated ASDZOO_HOME."""
+
 from __future__ import annotations
 
 import os

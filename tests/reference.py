@@ -1,4 +1,5 @@
 """Access to ``../shared/reference`` (CI has ``shared/`` beside the checkout); tests skip with a reason without it."""
+
 from pathlib import Path
 
 import pytest

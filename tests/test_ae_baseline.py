@@ -3,6 +3,7 @@ import torch
 
 from asdzoo.metrics.task2 import section_metrics
 from asdzoo.systems.ae_baseline import AEBaseline
+
 from conftest import machine_batches
 
 
@@ -10,7 +11,17 @@ def test_architecture_is_the_official_one():
     ae = AEBaseline()
     linear = [m for m in ae.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linear] == [
-        (640, 128), (128, 128), (128, 128), (128, 128), (128, 8), (8, 128), (128, 128), (128, 128), (128, 128), (128, 640)]
+        (640, 128),
+        (128, 128),
+        (128, 128),
+        (128, 128),
+        (128, 8),
+        (8, 128),
+        (128, 128),
+        (128, 128),
+        (128, 128),
+        (128, 640),
+    ]
     bn = [m for m in ae.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert len(bn) == 9 and all(b.momentum == 0.01 and b.eps == 1e-3 for b in bn)
 
@@ -31,8 +42,21 @@ def test_lightning_cli_fast_dev_run(synth_root, tmp_path):
     from train_cli import main
 
     out = tmp_path / "model"
-    main(["fit", "--config", "asdzoo/configs/dcase_ae.yaml", "--data.root", str(synth_root), "--trainer.fast_dev_run", "true",
-          "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks.dirpath", str(out)])
+    main(
+        [
+            "fit",
+            "--config",
+            "asdzoo/configs/dcase_ae.yaml",
+            "--data.root",
+            str(synth_root),
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.callbacks.dirpath",
+            str(out),
+        ]
+    )
     import asdzoo
 
     model = asdzoo.load(out)

@@ -66,8 +66,13 @@ def _layout(root, files):
 
 
 def test_mixed_channel_counts_in_one_root_is_an_error(tmp_path):
-    _layout(tmp_path, [("fan/train/section_00_source_train_normal_0000_a_1.wav", 2),
-                       ("fan/train/section_00_source_train_normal_0001_a_1.wav", 1)])
+    _layout(
+        tmp_path,
+        [
+            ("fan/train/section_00_source_train_normal_0000_a_1.wav", 2),
+            ("fan/train/section_00_source_train_normal_0001_a_1.wav", 1),
+        ],
+    )
     with pytest.raises(AudioError, match="normal_0001_a_1.wav: has 1 channel.*mixed channel counts"):
         channel_count(scan_clips(tmp_path, "fan", "train"))
 

@@ -7,6 +7,8 @@ from safetensors.torch import load_file
 from asdzoo.audio.kaldi import fbank
 from asdzoo.encoders import load_encoder
 from asdzoo.encoders.beats import BEATs, BEATsConfig, load_beats_checkpoint, relative_position_buckets
+
+from encoder_checks import assert_lora_trains_and_merges
 from reference import reference_dir
 
 
@@ -69,7 +71,9 @@ def test_safetensors_copy_loads_identically(ref, tiny):
     d, io = ref
     other = BEATs(checkpoint=str(d / "tiny_beats_weights.safetensors")).eval()
     with torch.no_grad():
-        assert torch.equal(other.extract_features(io["input_waveform"])[0], tiny.extract_features(io["input_waveform"])[0])
+        assert torch.equal(
+            other.extract_features(io["input_waveform"])[0], tiny.extract_features(io["input_waveform"])[0]
+        )
 
 
 def test_real_base_layouts_load_strictly(ref):
@@ -100,28 +104,12 @@ def test_load_encoder_with_overrides_and_layer(ref):
 
 
 def test_lora_on_q_and_v_trains_and_merges(ref):
-    from peft import LoraConfig, get_peft_model
-
     d, io = ref
-    model = BEATs(checkpoint=str(d / "tiny_beats.pt"))
-    lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
-    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)
-    opt = torch.optim.Adam([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
-    wave = io["input_waveform"][:1]
     target = torch.ones(64)
-    losses = []
-    for _ in range(15):
-        frames, _ = lora(wave)
-        loss = (frames.mean(dim=(0, 1)) - target).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
-    lora.eval()
-    with torch.no_grad():
-        before = lora(wave)[0]
-        merged = lora.merge_and_unload()
-        assert not any("lora_" in n for n, _ in merged.named_parameters())
-        assert torch.allclose(merged(wave)[0], before, atol=1e-4)
+    assert_lora_trains_and_merges(
+        BEATs(checkpoint=str(d / "tiny_beats.pt")),
+        ["q_proj", "v_proj"],
+        io["input_waveform"][:1],
+        lambda frames: (frames.mean(dim=(0, 1)) - target).pow(2).mean(),
+        steps=15,
+    )

@@ -1,4 +1,5 @@
 """beats-distill (paper 000): pseudo-clean separation, teacher -> student training, save/load, scoring."""
+
 import json
 
 import lightning as L
@@ -8,14 +9,26 @@ import torch
 
 import asdzoo
 from asdzoo.audio.separation import prepare_pseudo_clean, separate
-from asdzoo.data.task2 import Task2DataModule, collate_clips
+from asdzoo.data.task2 import Task2DataModule
 from asdzoo.hub import install, save_pretrained
 from asdzoo.systems.beats_distill import BeatsDistillStudent, BeatsDistillTeacher, negative_snr
+
 from conftest import machine_batches
 
-TINY_BEATS = dict(encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128, encoder_attention_heads=4, embed_dim=128)
-TINY = dict(beats=TINY_BEATS, lora_rank=8, lora_alpha=8, embed_dim=32, asp_hidden=32, sub_centers=4, lr=1e-3,
-            segment_seconds=2.0, warn_random_init=False)
+TINY_BEATS = dict(
+    encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128, encoder_attention_heads=4, embed_dim=128
+)
+TINY = dict(
+    beats=TINY_BEATS,
+    lora_rank=8,
+    lora_alpha=8,
+    embed_dim=32,
+    asp_hidden=32,
+    sub_centers=4,
+    lr=1e-3,
+    segment_seconds=2.0,
+    warn_random_init=False,
+)
 
 
 def _snr(est, ref):
@@ -59,16 +72,28 @@ def trained(synth_root, pseudo_clean, tmp_path_factory):
     dm = Task2DataModule(str(synth_root), batch_size=8, segment_seconds=2.0, pseudo_clean_root=pseudo_clean)
     L.seed_everything(0)
     teacher = BeatsDistillTeacher(**TINY)
-    L.Trainer(max_steps=30, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(teacher, dm)
+    L.Trainer(
+        max_steps=30,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(teacher, dm)
     save_pretrained(teacher, out / "teacher")
     student = BeatsDistillStudent(teacher=str(out / "teacher"), **TINY)
     frozen_before = {k: v.clone() for k, v in student.teacher.state_dict().items()}
     batch = next(iter(dm.train_dataloader()))
     student.setup("fit") if student.classifier is None else None
     kd_before = student.losses(batch)["kd"].item()
-    L.Trainer(max_steps=40, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(student, dm)
+    L.Trainer(
+        max_steps=40,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(student, dm)
     student.eval()
     with torch.no_grad():
         kd_after = student.losses(batch)["kd"].item()
@@ -117,10 +142,29 @@ def test_student_refuses_mono_and_negative_snr_is_exact():
 def test_lightning_cli_configs_fast_dev_run(stage, synth_root, pseudo_clean, trained, tmp_path):
     from train_cli import main
 
-    args = ["fit", "--config", f"asdzoo/configs/beats_distill_{stage}.yaml", "--data.root", str(synth_root),
-            "--data.pseudo_clean_root", pseudo_clean, "--data.segment_seconds", "2", "--trainer.fast_dev_run", "true",
-            "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks.dirpath", str(tmp_path / "model"),
-            "--model.beats", json.dumps(TINY_BEATS), "--model.lora_rank", "4", "--model.segment_seconds", "2"]
+    args = [
+        "fit",
+        "--config",
+        f"asdzoo/configs/beats_distill_{stage}.yaml",
+        "--data.root",
+        str(synth_root),
+        "--data.pseudo_clean_root",
+        pseudo_clean,
+        "--data.segment_seconds",
+        "2",
+        "--trainer.fast_dev_run",
+        "true",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.callbacks.dirpath",
+        str(tmp_path / "model"),
+        "--model.beats",
+        json.dumps(TINY_BEATS),
+        "--model.lora_rank",
+        "4",
+        "--model.segment_seconds",
+        "2",
+    ]
     if stage == "student":
         args += ["--model.teacher", str(trained["out"] / "teacher")]
     with pytest.warns(UserWarning, match="RANDOM weights"):

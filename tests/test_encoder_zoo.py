@@ -1,24 +1,52 @@
 """Every encoder behind the protocol: tiny random configs run forward and backward; masks are honest;
 transformers-backed encoders agree with transformers' own front-ends; LoRA on CLAP trains and merges."""
+
 import pytest
 import torch
 
 from asdzoo.encoders import ENCODERS, load_encoder
 
+from encoder_checks import assert_lora_trains_and_merges, assert_padding_invariant
+
 TINY_VIT = dict(embed_dim=32, depth=2, num_heads=2)
 TINY = {
     "logmel": {},
     "aisfx": dict(pretrained=False),
-    "beats": dict(encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=2, embed_dim=64),
+    "beats": dict(
+        encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=2, embed_dim=64
+    ),
     "m2d": TINY_VIT,
     "eat": TINY_VIT,
     "dasheng": dict(TINY_VIT, target_length=64),
     "ced": dict(TINY_VIT, target_length=48, outputdim=5),
-    "ast": dict(checkpoint=None, config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_length=256)),
-    "clap": dict(checkpoint=None, config=dict(hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16,
-                                              window_size=8, projection_dim=16, enable_fusion=False)),
-    "wavlm": dict(checkpoint=None, config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                               conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)),
+    "ast": dict(
+        checkpoint=None,
+        config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_length=256),
+    ),
+    "clap": dict(
+        checkpoint=None,
+        config=dict(
+            hidden_size=32,
+            depths=[1, 1],
+            num_attention_heads=[2, 2],
+            patch_embeds_hidden_size=16,
+            window_size=8,
+            projection_dim=16,
+            enable_fusion=False,
+        ),
+    ),
+    "wavlm": dict(
+        checkpoint=None,
+        config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=(32,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=2,
+        ),
+    ),
 }
 
 
@@ -49,14 +77,7 @@ def test_forward_backward_and_masks(name):
 @pytest.mark.parametrize("name", ["ast", "clap", "wavlm", "beats"])
 def test_padding_never_changes_valid_frames(name):
     torch.manual_seed(1)
-    enc = load_encoder(name, **TINY[name]).eval()
-    wave = torch.randn(2, 24000) * 0.1
-    wave[1, 15000:] = 0
-    with torch.no_grad():
-        frames, mask = enc(wave, torch.tensor([24000, 15000]))
-        alone, _ = enc(wave[1:, :15000])
-    n = alone.shape[1]
-    assert mask[1].sum() == n and torch.allclose(frames[1, :n], alone[0], atol=1e-5)
+    assert_padding_invariant(load_encoder(name, **TINY[name]).eval())
 
 
 def test_ast_front_end_matches_transformers_feature_extractor():
@@ -82,25 +103,12 @@ def test_clap_resamples_16k_to_48k_before_its_extractor():
 
 
 def test_lora_on_clap_query_value_trains_and_merges():
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(0)
-    enc = load_encoder("clap", **TINY["clap"])
-    lora = get_peft_model(enc, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"]))
-    assert all("lora_" in n for n, p in lora.named_parameters() if p.requires_grad)
-    opt = torch.optim.Adam([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
-    wave = torch.randn(1, 16000) * 0.1
-    losses = []
-    for _ in range(8):
-        frames, _ = lora(wave)
-        loss = (frames[..., 0].mean() - 1.0) ** 2  # one channel: the final LayerNorm fixes the mean over channels
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
-    lora.eval()
-    with torch.no_grad():
-        before = lora(wave)[0]
-        merged = lora.merge_and_unload()
-        assert torch.allclose(merged(wave)[0], before, atol=1e-4)
+    # one channel: the final LayerNorm fixes the mean over channels
+    assert_lora_trains_and_merges(
+        load_encoder("clap", **TINY["clap"]),
+        ["query", "value"],
+        torch.randn(1, 16000) * 0.1,
+        lambda frames: (frames[..., 0].mean() - 1.0) ** 2,
+        steps=8,
+    )

@@ -29,8 +29,15 @@ def test_odd_attribute_string_kept_whole():
     assert parse_attributes("weird") == {"attr": "weird"}
 
 
-@pytest.mark.parametrize("bad", ["noise.wav", "section_0_source_train_normal_0001.wav",
-                                 "section_00_source_train_normal_0001.flac", "section_00_middle_train_normal_0001.wav"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "noise.wav",
+        "section_0_source_train_normal_0001.wav",
+        "section_00_source_train_normal_0001.flac",
+        "section_00_middle_train_normal_0001.wav",
+    ],
+)
 def test_bad_names_raise_with_file_name(bad):
     with pytest.raises(ValueError, match=bad.split(".")[0]):
         parse_clip_name(bad)

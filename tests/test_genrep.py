@@ -4,6 +4,7 @@ import torch
 
 from asdzoo.metrics.task2 import section_metrics
 from asdzoo.systems.genrep import GenRep
+
 from conftest import machine_batches
 
 
@@ -14,8 +15,15 @@ def _auc(model, root, machine="fan"):
     return section_metrics(te["label"].numpy(), s, te["domain"].numpy())
 
 
-@pytest.mark.parametrize("encoder,method,robust", [("logmel", "near_only", True), ("logmel", "sfsoft_a05f07", True),
-                                                   ("aisfx", "near_only", True), ("logmel", "absdif_0.5", False)])
+@pytest.mark.parametrize(
+    "encoder,method,robust",
+    [
+        ("logmel", "near_only", True),
+        ("logmel", "sfsoft_a05f07", True),
+        ("aisfx", "near_only", True),
+        ("logmel", "absdif_0.5", False),
+    ],
+)
 def test_genrep_detects_on_synthetic_data(synth_root, encoder, method, robust):
     backend = {"metric": "euclidean", "k": 1, "backend": "domain_z"}  # the search's choice for both encoders
     v = _auc(GenRep(encoder=encoder, input_method=method, pooling={"method": "mean"}, backend=backend), synth_root)
@@ -27,8 +35,11 @@ def test_genrep_detects_on_synthetic_data(synth_root, encoder, method, robust):
 
 
 def test_rdp_gem_pooling_with_ldn_detects(synth_root):
-    model = GenRep(encoder="logmel", pooling={"method": "rdpgem", "alpha": 9, "p": 3},
-                   backend={"metric": "cosine", "k": 3, "backend": "ldn"})
+    model = GenRep(
+        encoder="logmel",
+        pooling={"method": "rdpgem", "alpha": 9, "p": 3},
+        backend={"metric": "cosine", "k": 3, "backend": "ldn"},
+    )
     v = _auc(model, synth_root, "valve")
     assert v["AUC (all)"] > 0.7, v
 
@@ -43,7 +54,7 @@ def test_padding_never_changes_an_embedding(encoder, method):
     model = GenRep(encoder=encoder, input_method=method, pooling={"method": "rdp", "alpha": 9})
     batch = model.embed(wave, lengths)
     for i, n in enumerate(lengths.tolist()):
-        alone = model.embed(wave[i:i + 1, :, :n])
+        alone = model.embed(wave[i : i + 1, :, :n])
         for b in batch:
             assert torch.allclose(batch[b][i], alone[b][0], atol=1e-5), (b, i)
 

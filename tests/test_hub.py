@@ -7,11 +7,19 @@ import torch
 
 import asdzoo
 from asdzoo.hub import (
-    ModelNotFoundError, WeightsNotAvailableError, install, list_models, load_pretrained_dir, publish, render_model_card,
-    save_pretrained, ZOO,
+    ZOO,
+    ModelNotFoundError,
+    WeightsNotAvailableError,
+    install,
+    list_models,
+    load_pretrained_dir,
+    publish,
+    render_model_card,
+    save_pretrained,
 )
 from asdzoo.systems.ae_baseline import AEBaseline
 from asdzoo.systems.genrep import GenRep
+
 from conftest import machine_batches
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +48,9 @@ def test_save_load_roundtrip_is_bit_exact_for_trained_ae(tmp_path, synth_root):
 
 def test_fitted_genrep_bank_survives_save_and_load(tmp_path, synth_root):
     tr, te = machine_batches(synth_root, "fan")
-    g = GenRep(encoder="logmel", input_method="sfsoft_a03f05", backend={"backend": "dldn", "k": 1}).fit(tr["wave"], tr["domain"])
+    g = GenRep(encoder="logmel", input_method="sfsoft_a03f05", backend={"backend": "dldn", "k": 1}).fit(
+        tr["wave"], tr["domain"]
+    )
     save_pretrained(g, tmp_path / "g")
     loaded = asdzoo.load(str(tmp_path / "g"))
     assert torch.equal(g.score(te["wave"]), loaded.score(te["wave"]))
@@ -68,11 +78,18 @@ def test_offline_hub_miss_is_one_clear_fast_error(monkeypatch):
 def test_entry_without_weights_says_how_to_get_them(monkeypatch):
     from asdzoo.hub import ZooEntry
 
-    monkeypatch.setitem(ZOO, "needs-training", ZooEntry("needs-training", None, "task2", "d", "p", "MIT", "train-locally",
-                                                         card_notes="train with train_cli.py"))
+    monkeypatch.setitem(
+        ZOO,
+        "needs-training",
+        ZooEntry(
+            "needs-training", None, "task2", "d", "p", "MIT", "train-locally", card_notes="train with train_cli.py"
+        ),
+    )
     with pytest.raises(WeightsNotAvailableError, match="asdzoo install DIR --name needs-training"):
         asdzoo.load("needs-training")
-    monkeypatch.setitem(ZOO, "on-hub", ZooEntry("on-hub", None, "task2", "d", "p", "MIT", "published", hub_repo="org/on-hub"))
+    monkeypatch.setitem(
+        ZOO, "on-hub", ZooEntry("on-hub", None, "task2", "d", "p", "MIT", "published", hub_repo="org/on-hub")
+    )
     with pytest.raises(WeightsNotAvailableError, match="org/on-hub"):
         asdzoo.load("on-hub", local_files_only=True)
 

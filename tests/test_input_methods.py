@@ -57,8 +57,8 @@ def test_softmask_suppresses_leaked_component_only():
     far = 2.0 * interferer
     out = softmask_enhance(near, far, alpha=0.5, floor=0.5)
     spec = lambda x: torch.fft.rfft(x[0, 4000:12000]).abs()  # noqa: E731
-    ratio_machine = spec(out)[150] / spec(near)[150]   # 300 Hz bin of an 8000-sample window
-    ratio_interf = spec(out)[1000] / spec(near)[1000]   # 2000 Hz bin
+    ratio_machine = spec(out)[150] / spec(near)[150]  # 300 Hz bin of an 8000-sample window
+    ratio_interf = spec(out)[1000] / spec(near)[1000]  # 2000 Hz bin
     assert ratio_machine > 0.95 and ratio_interf < 0.8
 
 

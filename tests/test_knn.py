@@ -37,8 +37,8 @@ def test_ldn_worked_example():
 
 
 def test_domain_z_uses_training_leave_one_out_statistics():
-    src = np.array([[0.0], [1.0], [2.0], [3.0]], dtype=np.float32)   # LOO k=1 distances: 1, 1, 1, 1 -> std 0
-    tgt = np.array([[10.0], [14.0], [20.0]], dtype=np.float32)        # LOO: 4, 4, 6 -> mean 14/3
+    src = np.array([[0.0], [1.0], [2.0], [3.0]], dtype=np.float32)  # LOO k=1 distances: 1, 1, 1, 1 -> std 0
+    tgt = np.array([[10.0], [14.0], [20.0]], dtype=np.float32)  # LOO: 4, 4, 6 -> mean 14/3
     emb = np.concatenate([src, tgt])
     dom = np.array([0, 0, 0, 0, 1, 1, 1])
     be = KnnBackend(BackendConfig(metric="euclidean", k=1, backend="domain_z"), emb, dom)

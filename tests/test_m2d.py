@@ -6,6 +6,7 @@ from safetensors.torch import load_file
 
 from asdzoo.encoders import load_encoder
 from asdzoo.encoders.m2d import M2D, load_m2d_tagger, parse_m2d_name
+
 from reference import reference_dir
 
 
@@ -61,7 +62,10 @@ def test_real_base_layout_and_names(ref):
     state = model.backbone.state_dict()
     assert {k: list(v.shape) for k, v in state.items()} == {k: list(v) for k, v in shapes.items()}
     assert parse_m2d_name("m2d_as_vit_base-80x1001p16x16p32k-240413_AS-FT_enconly") == {
-        "input_size": (80, 1001), "patch_size": (16, 16), "sample_rate": 32000}
+        "input_size": (80, 1001),
+        "patch_size": (16, 16),
+        "sample_rate": 32000,
+    }
     assert parse_m2d_name("m2d_vit_base-80x608p16x16-221006-mr7")["input_size"] == (80, 608)
 
 

@@ -8,7 +8,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from asdzoo.metrics.task2 import (
-    Truth, evaluate_scores, official_score, result_rows, section_metrics, truth_from_ground_truth_dir, write_result_csv,
+    Truth,
+    evaluate_scores,
+    official_score,
+    result_rows,
+    section_metrics,
+    truth_from_ground_truth_dir,
+    write_result_csv,
 )
 from asdzoo.metrics.torchmetric import Task2Score
 
@@ -76,8 +82,10 @@ def _write(path, rows):
 
 
 def test_rows_matched_by_name_not_position(tmp_path):
-    names = [f"section_00_{'source' if d == 0 else 'target'}_test_{'anomaly' if y else 'normal'}_{i:04d}.wav"
-             for i, (y, d) in enumerate(zip(Y, D))]
+    names = [
+        f"section_00_{'source' if d == 0 else 'target'}_test_{'anomaly' if y else 'normal'}_{i:04d}.wav"
+        for i, (y, d) in enumerate(zip(Y, D))
+    ]
     truth = {("fan", "00"): Truth({n: (int(y), int(d)) for n, y, d in zip(names, Y, D)})}
     scores = np.random.default_rng(0).normal(size=12) + Y
     rows = list(zip(names, scores))
@@ -95,12 +103,16 @@ def test_ground_truth_folders_and_dev_style_aliases(tmp_path):
     for sub in ("ground_truth_data", "ground_truth_domain", "ground_truth_attributes"):
         (gt / sub).mkdir(parents=True)
     eval_names = [f"section_00_test_{i:04d}.wav" for i in range(12)]
-    dev_names = [f"section_00_{'source' if d == 0 else 'target'}_test_{'anomaly' if y else 'normal'}_{i:04d}"
-                 for i, (y, d) in enumerate(zip(Y, D))]
+    dev_names = [
+        f"section_00_{'source' if d == 0 else 'target'}_test_{'anomaly' if y else 'normal'}_{i:04d}"
+        for i, (y, d) in enumerate(zip(Y, D))
+    ]
     _write(gt / "ground_truth_data/ground_truth_fan_section_00_test.csv", zip(eval_names, Y))
     _write(gt / "ground_truth_domain/ground_truth_fan_section_00_test.csv", zip(eval_names, D))
-    _write(gt / "ground_truth_attributes/ground_truth_fan_section_00_test.csv",
-           [(e, d, d + "_spd_1.wav") for e, d in zip(eval_names, dev_names)])
+    _write(
+        gt / "ground_truth_attributes/ground_truth_fan_section_00_test.csv",
+        [(e, d, d + "_spd_1.wav") for e, d in zip(eval_names, dev_names)],
+    )
     sub = tmp_path / "scores"
     sub.mkdir()
     s = np.arange(12.0) * (1 + Y)
@@ -120,12 +132,19 @@ def test_result_csv_has_official_layout(tmp_path):
         _write(tmp_path / f"decision_result_{m}_section_00_test.csv", zip(names, Y))
     res = evaluate_scores(tmp_path, truth)
     write_result_csv(res, tmp_path / "result.csv")
-    rows = list(csv.reader(open(tmp_path / "result.csv")))
+    rows = list(csv.reader((tmp_path / "result.csv").read_text().splitlines()))
     assert rows[0] == ["fan"]
     assert rows[1][:5] == ["section", "AUC (all)", "AUC (source)", "AUC (target)", "pAUC"]
     labels = [r[0] for r in rows if r]
-    for needed in ("arithmetic mean", "harmonic mean", "source harmonic mean", "target harmonic mean",
-                   "harmonic mean over all machine types, sections, and domains", "official score", "official score ci95"):
+    for needed in (
+        "arithmetic mean",
+        "harmonic mean",
+        "source harmonic mean",
+        "target harmonic mean",
+        "harmonic mean over all machine types, sections, and domains",
+        "official score",
+        "official score ci95",
+    ):
         assert needed in labels
     official = next(r for r in rows if r and r[0] == "official score")
     assert float(official[2]) == pytest.approx(res.official_score)

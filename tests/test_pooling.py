@@ -19,7 +19,10 @@ def test_mean_and_gem_hand_computed():
 
 def test_gem_clamps_negatives_and_survives_large_p():
     x = torch.tensor([[[-5.0], [2.0]]], dtype=torch.float64)
-    assert torch.allclose(pool(x, torch.ones(1, 2, dtype=torch.bool), "gem", p=3), torch.tensor([[(8 / 2) ** (1 / 3)]], dtype=torch.float64))
+    assert torch.allclose(
+        pool(x, torch.ones(1, 2, dtype=torch.bool), "gem", p=3),
+        torch.tensor([[(8 / 2) ** (1 / 3)]], dtype=torch.float64),
+    )
     big = torch.full((1, 3, 1), 1e4)
     assert torch.isfinite(pool(big, torch.ones(1, 3, dtype=torch.bool), "gem", p=9)).all()
 

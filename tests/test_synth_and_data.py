@@ -22,12 +22,14 @@ def test_layout_names_and_attributes(synth_root):
     assert list_machines(synth_root) == ["fan", "valve"]
     train, test = scan_clips(synth_root, "fan", "train"), scan_clips(synth_root, "fan", "test")
     assert Counter(c.domain for c in train) == {"source": 30, "target": 6}
-    assert Counter((c.domain, c.label) for c in test) == {(d, l): 10 for d in ("source", "target") for l in ("normal", "anomaly")}
+    assert Counter((c.domain, c.label) for c in test) == {
+        (d, lab): 10 for d in ("source", "target") for lab in ("normal", "anomaly")
+    }
     assert all(c.meta.attribute_values.keys() == {"spd", "room", "noise"} for c in train + test)
     src_speeds = {c.meta.attribute_values["spd"] for c in train if c.domain == "source"}
     tgt_speeds = {c.meta.attribute_values["spd"] for c in train if c.domain == "target"}
     assert not src_speeds & tgt_speeds  # domain shift: target runs at unseen speeds
-    rows = list(csv.DictReader(open(synth_root / "fan" / "attributes_00.csv")))
+    rows = list(csv.DictReader((synth_root / "fan" / "attributes_00.csv").read_text().splitlines()))
     assert len(rows) == 36 + 40 and rows[0]["file_name"].startswith("fan/train/section_00_source_train_normal_0000")
     info = sf.info(str(train[0].path))
     assert (info.channels, info.samplerate, info.subtype) == (2, 16000, "PCM_16")
@@ -65,7 +67,9 @@ def test_collate_keeps_valid_lengths(synth_root):
 
 
 def test_datamodule_oversamples_target_and_labels_classes(synth_root):
-    dm = Task2DataModule(str(synth_root), batch_size=8, target_oversample=10.0, class_by="attribute", segment_seconds=2.0)
+    dm = Task2DataModule(
+        str(synth_root), batch_size=8, target_oversample=10.0, class_by="attribute", segment_seconds=2.0
+    )
     dm.setup("fit")
     assert dm.num_classes == len({(c.machine, c.attributes) for c in dm.train_set.clips})
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
 """Resampling and mel features in pure torch (torchaudio has no CPU build for our torch, DESIGN §7)."""
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,9 @@ def _sinc_kernel(orig: int, new: int, width_zeros: int, rolloff: float) -> tuple
     return (sinc * window * (cutoff / orig)).float(), width
 
 
-def resample(wave: torch.Tensor, orig_sr: int, new_sr: int, width_zeros: int = 6, rolloff: float = 0.99) -> torch.Tensor:
+def resample(
+    wave: torch.Tensor, orig_sr: int, new_sr: int, width_zeros: int = 6, rolloff: float = 0.99
+) -> torch.Tensor:
     """Resample the last axis from ``orig_sr`` to ``new_sr`` (windowed-sinc, same output length rule as
     torchaudio: ``ceil(n * new / orig)``)."""
     if orig_sr == new_sr:
@@ -70,15 +73,24 @@ def mel_to_hz(m: torch.Tensor, htk: bool) -> torch.Tensor:
 
 @cached_tensor
 def mel_filterbank(
-    sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None,
-    htk: bool = False, norm: str | None = "slaney",
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    htk: bool = False,
+    norm: str | None = "slaney",
 ) -> torch.Tensor:
     """Triangular mel filters ``[n_freqs, n_mels]`` (librosa's conventions: Slaney or HTK scale,
     ``norm`` in {None, 'slaney' (area), 'l1'})."""
     f_max = sample_rate / 2 if f_max is None else f_max
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    m = torch.linspace(hz_to_mel(torch.tensor(f_min, dtype=torch.float64), htk),
-                       hz_to_mel(torch.tensor(f_max, dtype=torch.float64), htk), n_mels + 2, dtype=torch.float64)
+    m = torch.linspace(
+        hz_to_mel(torch.tensor(f_min, dtype=torch.float64), htk),
+        hz_to_mel(torch.tensor(f_max, dtype=torch.float64), htk),
+        n_mels + 2,
+        dtype=torch.float64,
+    )
     edges = mel_to_hz(m, htk)
     widths = edges[1:] - edges[:-1]
     ramps = edges[:, None] - freqs[None, :]
@@ -101,37 +113,77 @@ def num_frames(num_samples: torch.Tensor | int, hop_length: int, center: bool = 
     return (num_samples - n_fft) // hop_length + 1
 
 
-def power_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, win_length: int | None = None,
-                      center: bool = True, pad_mode: str = "constant", power: float = 2.0) -> torch.Tensor:
+def power_spectrogram(
+    wave: torch.Tensor,
+    n_fft: int,
+    hop_length: int,
+    win_length: int | None = None,
+    center: bool = True,
+    pad_mode: str = "constant",
+    power: float = 2.0,
+) -> torch.Tensor:
     """``[..., S] -> [..., n_fft//2+1, T]`` magnitude**power with a periodic Hann window."""
     win_length = win_length or n_fft
     window = torch.hann_window(win_length, device=wave.device, dtype=wave.dtype)
     shape = wave.shape
-    spec = torch.stft(wave.reshape(-1, shape[-1]), n_fft, hop_length, win_length, window,
-                      center=center, pad_mode=pad_mode, return_complex=True)
+    spec = torch.stft(
+        wave.reshape(-1, shape[-1]),
+        n_fft,
+        hop_length,
+        win_length,
+        window,
+        center=center,
+        pad_mode=pad_mode,
+        return_complex=True,
+    )
     spec = spec.abs().pow(power)
     return spec.reshape(*shape[:-1], *spec.shape[-2:])
 
 
-def mel_spectrogram(wave: torch.Tensor, sample_rate: int, n_fft: int = 1024, hop_length: int = 512,
-                    n_mels: int = 128, f_min: float = 0.0, f_max: float | None = None, power: float = 2.0,
-                    htk: bool = False, norm: str | None = "slaney", win_length: int | None = None,
-                    center: bool = True, pad_mode: str = "constant") -> torch.Tensor:
+def mel_spectrogram(
+    wave: torch.Tensor,
+    sample_rate: int,
+    n_fft: int = 1024,
+    hop_length: int = 512,
+    n_mels: int = 128,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    power: float = 2.0,
+    htk: bool = False,
+    norm: str | None = "slaney",
+    win_length: int | None = None,
+    center: bool = True,
+    pad_mode: str = "constant",
+) -> torch.Tensor:
     """``[..., S] -> [..., T, n_mels]`` mel power spectrogram (frames first, as encoders want)."""
     spec = power_spectrogram(wave, n_fft, hop_length, win_length, center, pad_mode, power)
     fb = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max, htk, norm).to(spec)
     return spec.transpose(-1, -2) @ fb
 
 
-def log_mel(wave: torch.Tensor, sample_rate: int, n_fft: int = 1024, hop_length: int = 512, n_mels: int = 128,
-            power: float = 2.0, eps: float = 1e-10, **kw) -> torch.Tensor:
+def log_mel(
+    wave: torch.Tensor,
+    sample_rate: int,
+    n_fft: int = 1024,
+    hop_length: int = 512,
+    n_mels: int = 128,
+    power: float = 2.0,
+    eps: float = 1e-10,
+    **kw,
+) -> torch.Tensor:
     """Log-mel in dB as in the official DCASE AE baseline: ``20/power * log10(mel + eps)``."""
     mel = mel_spectrogram(wave, sample_rate, n_fft, hop_length, n_mels, power=power, **kw)
     return (20.0 / power) * torch.log10(mel + eps)
 
 
-def stacked_log_mel(wave: torch.Tensor, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 512,
-                    n_mels: int = 128, frames: int = 5) -> torch.Tensor:
+def stacked_log_mel(
+    wave: torch.Tensor,
+    sample_rate: int = 16000,
+    n_fft: int = 1024,
+    hop_length: int = 512,
+    n_mels: int = 128,
+    frames: int = 5,
+) -> torch.Tensor:
     """Official DCASE AE-baseline input: ``frames`` consecutive log-mel frames concatenated,
     ``[S] -> [T - frames + 1, frames * n_mels]``."""
     mel = log_mel(wave, sample_rate, n_fft, hop_length, n_mels)

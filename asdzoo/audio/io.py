@@ -1,4 +1,5 @@
 """Reading and validating audio files; every problem is reported with the file's name."""
+
 from __future__ import annotations
 
 import os

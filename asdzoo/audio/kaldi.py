@@ -6,6 +6,7 @@ sample repeats itself), Povey window (Hann^0.85, symmetric), zero-pad to the nex
 spectrum, triangular mel filters built on the Kaldi mel scale ``1127 ln(1 + f/700)`` from 20 Hz to Nyquist,
 log floored at float32 eps. No dither.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,11 +23,16 @@ def kaldi_mel(freq: torch.Tensor) -> torch.Tensor:
 
 
 @cached_tensor
-def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float, low_freq: float, high_freq: float) -> torch.Tensor:
+def kaldi_mel_banks(
+    num_bins: int, padded_window: int, sample_rate: float, low_freq: float, high_freq: float
+) -> torch.Tensor:
     """``[num_bins, padded_window // 2 + 1]``; the Nyquist column is zero, as in Kaldi."""
     n_fft_bins = padded_window // 2
     bin_width = sample_rate / padded_window
-    mel_low, mel_high = kaldi_mel(torch.tensor(low_freq, dtype=torch.float64)), kaldi_mel(torch.tensor(high_freq, dtype=torch.float64))
+    mel_low, mel_high = (
+        kaldi_mel(torch.tensor(low_freq, dtype=torch.float64)),
+        kaldi_mel(torch.tensor(high_freq, dtype=torch.float64)),
+    )
     delta = (mel_high - mel_low) / (num_bins + 1)
     b = torch.arange(num_bins, dtype=torch.float64)[:, None]
     left, center, right = mel_low + b * delta, mel_low + (b + 1) * delta, mel_low + (b + 2) * delta
@@ -37,9 +43,16 @@ def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float, low_f
     return torch.nn.functional.pad(banks, (0, 1)).float()
 
 
-def fbank(wave: torch.Tensor, num_mel_bins: int = 128, sample_rate: int = 16000, frame_length_ms: float = 25.0,
-          frame_shift_ms: float = 10.0, preemphasis: float = 0.97, low_freq: float = 20.0,
-          window_type: str = "povey") -> torch.Tensor:
+def fbank(
+    wave: torch.Tensor,
+    num_mel_bins: int = 128,
+    sample_rate: int = 16000,
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+    preemphasis: float = 0.97,
+    low_freq: float = 20.0,
+    window_type: str = "povey",
+) -> torch.Tensor:
     """``[..., S] -> [..., 1 + (S - win) // shift, num_mel_bins]`` log mel energies (Kaldi units).
     ``window_type``: 'povey' (Kaldi's default, BEATs), 'hanning' (symmetric Hann, EAT, AST) or 'hamming'."""
     win = int(sample_rate * frame_length_ms / 1000)

@@ -15,6 +15,7 @@ stationary ones (steady harmonics, pink noise) and very sparse clicks do not, ev
 where the oracle demixer is perfect. On the built-in synthetic set, whose machines run steadily, the pseudo-clean
 output is therefore not cleaner than the near channel (about 1-6 dB SNR to the clean near image vs 11-17 dB).
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -30,8 +31,8 @@ N_FFT, HOP = 1024, 256
 
 @dataclass
 class SeparationResult:
-    pseudo_clean: np.ndarray          # [S] near-microphone image of the machine source
-    near_far_ratio: np.ndarray        # [n_src] near/far image power ratio of each separated source
+    pseudo_clean: np.ndarray  # [S] near-microphone image of the machine source
+    near_far_ratio: np.ndarray  # [n_src] near/far image power ratio of each separated source
     chosen: int
 
 
@@ -81,8 +82,15 @@ def _job(args) -> tuple[str, float, float]:
     return str(dst), time.perf_counter() - t0, wave.shape[-1] / 16000
 
 
-def prepare_pseudo_clean(root: str | Path, out: str | Path | None = None, splits=("train",), machines=None,
-                         workers: int = 2, n_iter: int = 30, progress: bool = True) -> dict:
+def prepare_pseudo_clean(
+    root: str | Path,
+    out: str | Path | None = None,
+    splits=("train",),
+    machines=None,
+    workers: int = 2,
+    n_iter: int = 30,
+    progress: bool = True,
+) -> dict:
     """Write ``<out>/<machine>/<split>/<file>.wav`` for every two-channel file; files already there are skipped
     (resumable), each file is written atomically. Returns counts and the real-time factor."""
     from tqdm import tqdm
@@ -101,13 +109,24 @@ def prepare_pseudo_clean(root: str | Path, out: str | Path | None = None, splits
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")  # fork would copy torch's OpenMP pool state and can deadlock the workers
     with ctx.Pool(workers) if workers > 1 and len(todo) > 1 else _Serial() as pool:
-        for _, seconds, duration in tqdm(pool.imap_unordered(_job, todo), total=len(todo), disable=not progress,
-                                         desc="ILRMA pseudo-clean", unit="file"):
+        for _, seconds, duration in tqdm(
+            pool.imap_unordered(_job, todo),
+            total=len(todo),
+            disable=not progress,
+            desc="ILRMA pseudo-clean",
+            unit="file",
+        ):
             busy += seconds
             audio += duration
     wall = time.perf_counter() - t0
-    return {"out": str(out), "files": len(jobs), "written": len(todo), "skipped": len(jobs) - len(todo),
-            "rtf_per_core": busy / audio if audio else None, "rtf_wall": wall / audio if audio else None}
+    return {
+        "out": str(out),
+        "files": len(jobs),
+        "written": len(todo),
+        "skipped": len(jobs) - len(todo),
+        "rtf_per_core": busy / audio if audio else None,
+        "rtf_wall": wall / audio if audio else None,
+    }
 
 
 class _Serial:

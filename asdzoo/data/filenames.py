@@ -3,6 +3,7 @@
 Dev names: ``section_00_source_train_normal_0001_car_A2_spd_28V_mic_1_noise_1.wav``;
 eval names: ``section_00_test_0001.wav`` (2026) or ``section_00_0001.wav`` (2024/2025).
 """
+
 from __future__ import annotations
 
 import re
@@ -63,4 +64,6 @@ def parse_clip_name(path: str | Path) -> ClipName:
     m = _EVAL.match(name)
     if m:
         return ClipName(name=name, section=m["section"], index=int(m["index"]), split=m["split"] or "test")
-    raise ValueError(f"{path}: not a DCASE Task 2 file name (expected e.g. section_00_source_test_normal_0001_<attrs>.wav)")
+    raise ValueError(
+        f"{path}: not a DCASE Task 2 file name (expected e.g. section_00_source_test_normal_0001_<attrs>.wav)"
+    )

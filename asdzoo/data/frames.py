@@ -1,4 +1,5 @@
 """Frame-vector data for the official AE baseline: stacked log-mel vectors of one machine's near channel."""
+
 from __future__ import annotations
 
 import lightning as L
@@ -21,10 +22,26 @@ def clip_vectors(waves: torch.Tensor, lengths: torch.Tensor | None, **feature_ar
 class LogMelFrameDataModule(L.LightningDataModule):
     """Training vectors of ``<root>/<machine>/train`` (one model per machine, as the official baseline)."""
 
-    def __init__(self, root: str, machine: str, batch_size: int = 256, n_mels: int = 128, frames: int = 5,
-                 n_fft: int = 1024, hop_length: int = 512, channels: int = 2, num_workers: int = 0):
+    def __init__(
+        self,
+        root: str,
+        machine: str,
+        batch_size: int = 256,
+        n_mels: int = 128,
+        frames: int = 5,
+        n_fft: int = 1024,
+        hop_length: int = 512,
+        channels: int = 2,
+        num_workers: int = 0,
+    ):
         super().__init__()
-        self.root, self.machine, self.batch_size, self.channels, self.num_workers = root, machine, batch_size, channels, num_workers
+        self.root, self.machine, self.batch_size, self.channels, self.num_workers = (
+            root,
+            machine,
+            batch_size,
+            channels,
+            num_workers,
+        )
         self.feature_args = dict(n_mels=n_mels, frames=frames, n_fft=n_fft, hop_length=hop_length)
 
     def setup(self, stage: str | None = None) -> None:
@@ -39,5 +56,6 @@ class LogMelFrameDataModule(L.LightningDataModule):
         self.vectors, self.domains = torch.cat(vecs), torch.cat(doms)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(self.vectors, self.domains), self.batch_size, shuffle=True,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            TensorDataset(self.vectors, self.domains), self.batch_size, shuffle=True, num_workers=self.num_workers
+        )

@@ -8,6 +8,7 @@ plus ``attributes_00.csv``. Domain shift: the target domain uses other operating
 (longer reverberation) and another noise type. Anomalies are physical faults of graded severity.
 Everything is derived from one seed: the same seed gives byte-identical files.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,10 @@ SAMPLE_RATE = 16000
 
 # Operating speeds (shaft rotation in Hz) per domain; the target domain runs at speeds never seen in source.
 SPEEDS = {"source": (18, 22, 26), "target": (31, 35)}
-ROOMS = {"source": dict(name="A", dims=(7.0, 6.0, 3.2), rt60=0.35), "target": dict(name="B", dims=(11.0, 8.0, 4.0), rt60=0.7)}
+ROOMS = {
+    "source": dict(name="A", dims=(7.0, 6.0, 3.2), rt60=0.35),
+    "target": dict(name="B", dims=(11.0, 8.0, 4.0), rt60=0.7),
+}
 NOISES = {"source": 1, "target": 2}
 FAULTS = {
     "fan": ("imbalance", "bearing"),
@@ -75,7 +79,7 @@ def _impulses(times: np.ndarray, n: int, freq: float, decay: float, rng) -> np.n
     for t0 in times:
         i = int(t0 * SAMPLE_RATE)
         if 0 <= i < n:
-            out[i:i + length] += rng.uniform(0.7, 1.0) * ring
+            out[i : i + length] += rng.uniform(0.7, 1.0) * ring
     return out[:n]
 
 
@@ -235,7 +239,7 @@ def render_clip(plan: ClipPlan, cfg: SynthConfig) -> np.ndarray:
     noise_gain = 10 ** (rng.uniform(-2, 2) / 20) * 0.8
     out = np.zeros((2, n))
     for mic in range(2):
-        out[mic] = (fftconvolve(machine_gain * src, rirs[mic][0])[:n] + fftconvolve(noise_gain * noise, rirs[mic][1])[:n])
+        out[mic] = fftconvolve(machine_gain * src, rirs[mic][0])[:n] + fftconvolve(noise_gain * noise, rirs[mic][1])[:n]
     out += 1e-3 * rng.standard_normal((2, n))  # microphone self-noise
     return out.astype(np.float32)
 
@@ -278,8 +282,17 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), workers: int = 2
                 w.writerow(["file_name", "d1p", "d1v", "d2p", "d2v", "d3p", "d3v"])
                 for p in plans:
                     if p.machine == machine:
-                        w.writerow([f"{machine}/{p.split}/{p.file_name}", "spd", p.speed, "room",
-                                    ROOMS[p.domain]["name"], "noise", NOISES[p.domain]])
+                        w.writerow(
+                            [
+                                f"{machine}/{p.split}/{p.file_name}",
+                                "spd",
+                                p.speed,
+                                "room",
+                                ROOMS[p.domain]["name"],
+                                "noise",
+                                NOISES[p.domain],
+                            ]
+                        )
     return Path(out)
 
 

@@ -1,4 +1,5 @@
 """DCASE Task 2 (2020-2026 layout) datasets: scanning, validation, batching with valid lengths."""
+
 from __future__ import annotations
 
 import os
@@ -34,9 +35,13 @@ def list_machines(root: str | os.PathLike) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data root not found")
-    machines = sorted(p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir()))
+    machines = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
+    )
     if not machines:
-        raise FileNotFoundError(f"{root}: no machine folders with train/ or test/ inside (expected <root>/<machine>/train/*.wav)")
+        raise FileNotFoundError(
+            f"{root}: no machine folders with train/ or test/ inside (expected <root>/<machine>/train/*.wav)"
+        )
     return machines
 
 
@@ -59,17 +64,24 @@ def channel_count(clips: list[Clip]) -> int:
         if first is None:
             first = (n, clip.path)
         elif n != first[0]:
-            raise AudioError(clip.path, f"has {n} channel(s) but {first[1]} has {first[0]}: mixed channel counts in one data set")
+            raise AudioError(
+                clip.path, f"has {n} channel(s) but {first[1]} has {first[0]}: mixed channel counts in one data set"
+            )
     if first[0] not in (1, 2):
-        raise AudioError(first[1], f"expected mono (2020-2025) or stereo near/far (2026) audio, got {first[0]} channels")
+        raise AudioError(
+            first[1], f"expected mono (2020-2025) or stereo near/far (2026) audio, got {first[0]} channels"
+        )
     return first[0]
 
 
 def require_two_channels(clips: list[Clip], method: str) -> None:
     """Two-channel methods refuse single-channel (pre-2026) data with a message that says why."""
     if channel_count(clips) != 2:
-        raise AudioError(clips[0].path, f"{method} needs two-channel (near, far) audio; this data set is mono "
-                         "(DCASE 2020-2025 layout). Use a near-only configuration instead.")
+        raise AudioError(
+            clips[0].path,
+            f"{method} needs two-channel (near, far) audio; this data set is mono "
+            "(DCASE 2020-2025 layout). Use a near-only configuration instead.",
+        )
 
 
 def class_labels(clips: list[Clip], by: str) -> tuple[list[int], list[str]]:
@@ -93,9 +105,17 @@ class Task2Dataset(Dataset):
     (random offset when ``random_crop``) to at most that length.
     """
 
-    def __init__(self, clips: list[Clip], channels: int = 2, sample_rate: int = SAMPLE_RATE, resample: bool = False,
-                 segment_seconds: float | None = None, random_crop: bool = False, class_by: str | None = None,
-                 pseudo_clean_root: str | None = None):
+    def __init__(
+        self,
+        clips: list[Clip],
+        channels: int = 2,
+        sample_rate: int = SAMPLE_RATE,
+        resample: bool = False,
+        segment_seconds: float | None = None,
+        random_crop: bool = False,
+        class_by: str | None = None,
+        pseudo_clean_root: str | None = None,
+    ):
         if not clips:
             raise ValueError("Task2Dataset needs at least one clip")
         self.clips = clips
@@ -116,15 +136,17 @@ class Task2Dataset(Dataset):
         if self.pseudo_clean_root is not None:  # paired pseudo-clean view, cropped with the same offset
             pc_path = Path(self.pseudo_clean_root) / clip.machine / clip.path.parent.name / clip.name
             if not pc_path.is_file():
-                raise FileNotFoundError(f"{pc_path}: no pseudo-clean file for {clip.path}; run "
-                                        f"`asdzoo prepare pseudo-clean {clip.path.parents[2]}` first")
+                raise FileNotFoundError(
+                    f"{pc_path}: no pseudo-clean file for {clip.path}; run "
+                    f"`asdzoo prepare pseudo-clean {clip.path.parents[2]}` first"
+                )
             pc = read_audio(pc_path, channels=1, sample_rate=self.sample_rate)
             if pc.shape[-1] != wave.shape[-1]:
                 raise AudioError(pc_path, f"has {pc.shape[-1]} samples but {clip.path} has {wave.shape[-1]}")
             wave = torch.cat([wave, pc])
         if self.segment is not None and wave.shape[-1] > self.segment:
             start = int(torch.randint(0, wave.shape[-1] - self.segment + 1, ())) if self.random_crop else 0
-            wave = wave[:, start:start + self.segment]
+            wave = wave[:, start : start + self.segment]
         item = {}
         if self.pseudo_clean_root is not None:
             item["pseudo_clean"], wave = wave[-1], wave[:-1]
@@ -161,9 +183,19 @@ class Task2DataModule(L.LightningDataModule):
     DCASE training data); ``class_by`` adds section/attribute class labels for classification objectives.
     """
 
-    def __init__(self, root: str, machines: list[str] | None = None, batch_size: int = 16, num_workers: int = 0,
-                 channels: int = 2, segment_seconds: float | None = None, target_oversample: float = 1.0,
-                 class_by: str | None = "attribute", resample: bool = False, pseudo_clean_root: str | None = None):
+    def __init__(
+        self,
+        root: str,
+        machines: list[str] | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        channels: int = 2,
+        segment_seconds: float | None = None,
+        target_oversample: float = 1.0,
+        class_by: str | None = "attribute",
+        resample: bool = False,
+        pseudo_clean_root: str | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.root = root
@@ -182,9 +214,18 @@ class Task2DataModule(L.LightningDataModule):
             return
         machines = self.machines or list_machines(self.root)
         train = [c for m in machines for c in scan_clips(self.root, m, "train")]
-        self.train_set = Task2Dataset(train, self.channels, resample=self.resample, segment_seconds=self.segment_seconds,
-                                      random_crop=True, class_by=self.class_by, pseudo_clean_root=self.pseudo_clean_root)
-        test = [c for m in machines if (Path(self.root) / m / "test").is_dir() for c in scan_clips(self.root, m, "test")]
+        self.train_set = Task2Dataset(
+            train,
+            self.channels,
+            resample=self.resample,
+            segment_seconds=self.segment_seconds,
+            random_crop=True,
+            class_by=self.class_by,
+            pseudo_clean_root=self.pseudo_clean_root,
+        )
+        test = [
+            c for m in machines if (Path(self.root) / m / "test").is_dir() for c in scan_clips(self.root, m, "test")
+        ]
         self.val_set = Task2Dataset(test, self.channels, resample=self.resample) if test else None
 
     @property
@@ -198,8 +239,15 @@ class Task2DataModule(L.LightningDataModule):
         if self.target_oversample != 1.0:
             weights = [self.target_oversample if c.domain == "target" else 1.0 for c in self.train_set.clips]
             sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True)
-        return DataLoader(self.train_set, self.batch_size, shuffle=sampler is None, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=collate_clips, drop_last=False)
+        return DataLoader(
+            self.train_set,
+            self.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_clips,
+            drop_last=False,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:

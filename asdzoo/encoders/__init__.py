@@ -1,4 +1,5 @@
 """Encoders behind one protocol (``asdzoo.encoders.base``); ``load_encoder(name, ...)`` builds one by name."""
+
 from __future__ import annotations
 
 from asdzoo.encoders.base import Encoder
@@ -22,18 +23,39 @@ ENCODERS = {
 ENCODER_WEIGHTS = {
     "logmel": [dict(weights="none needed", licence="-")],
     "aisfx": [dict(weights="bundled in the aisfx wheel (models/checkpoint.pth)", licence="CC BY 4.0")],
-    "beats": [dict(weights="BEATs_iter3.pt, BEATs_iter3_plus_AS2M.pt, *_finetuned_on_AS2M_cpt*.pt (links in "
-                           "github.com/microsoft/unilm/tree/master/beats)", licence="MIT (unilm)")],
-    "m2d": [dict(weights="m2d_as_vit_base-80x1001p16x16p32k-240413_AS-FT_enconly/weights_ep69it3124-0.47998.pth "
-                         "(github.com/nttcslab/m2d releases; used by the DCASE 2025/2026 Task 4 baselines)",
-                 licence="see github.com/nttcslab/m2d")],
-    "eat": [dict(weights="Hub worstchan/EAT-base_epoch30_pretrain, worstchan/EAT-large_epoch20_pretrain (transformers "
-                         "port, not loaded here) or the fairseq .pt files linked from github.com/cwx-worst-one/EAT",
-                 licence="see github.com/cwx-worst-one/EAT")],
-    "dasheng": [dict(weights="zenodo.org/records/11511780 dasheng_base.pt / dasheng_06b.pt / dasheng_12b.pt",
-                     licence="see github.com/RicherMans/Dasheng")],
-    "ced": [dict(weights="zenodo records 8275347 / 8275319: audiotransformer_{tiny,mini,small,base}_mAP_*.pt",
-                 licence="see github.com/RicherMans/CED")],
+    "beats": [
+        dict(
+            weights="BEATs_iter3.pt, BEATs_iter3_plus_AS2M.pt, *_finetuned_on_AS2M_cpt*.pt (links in "
+            "github.com/microsoft/unilm/tree/master/beats)",
+            licence="MIT (unilm)",
+        )
+    ],
+    "m2d": [
+        dict(
+            weights="m2d_as_vit_base-80x1001p16x16p32k-240413_AS-FT_enconly/weights_ep69it3124-0.47998.pth "
+            "(github.com/nttcslab/m2d releases; used by the DCASE 2025/2026 Task 4 baselines)",
+            licence="see github.com/nttcslab/m2d",
+        )
+    ],
+    "eat": [
+        dict(
+            weights="Hub worstchan/EAT-base_epoch30_pretrain, worstchan/EAT-large_epoch20_pretrain (transformers "
+            "port, not loaded here) or the fairseq .pt files linked from github.com/cwx-worst-one/EAT",
+            licence="see github.com/cwx-worst-one/EAT",
+        )
+    ],
+    "dasheng": [
+        dict(
+            weights="zenodo.org/records/11511780 dasheng_base.pt / dasheng_06b.pt / dasheng_12b.pt",
+            licence="see github.com/RicherMans/Dasheng",
+        )
+    ],
+    "ced": [
+        dict(
+            weights="zenodo records 8275347 / 8275319: audiotransformer_{tiny,mini,small,base}_mAP_*.pt",
+            licence="see github.com/RicherMans/CED",
+        )
+    ],
     "ast": [dict(weights="Hub MIT/ast-finetuned-audioset-10-10-0.4593", licence="see the Hub model card")],
     "clap": [dict(weights="Hub laion/clap-htsat-unfused, laion/clap-htsat-fused", licence="see the Hub model card")],
     "wavlm": [dict(weights="Hub microsoft/wavlm-base-plus, microsoft/wavlm-large", licence="see the Hub model card")],

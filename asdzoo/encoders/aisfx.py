@@ -7,6 +7,7 @@ the package's librosa path: 44.1 kHz, peak-normalised audio, 2048/1024 STFT, 96 
 last (or ``layer``-th) conv block averaged over frequency; the wheel's own clip embedding is their max.
 Licence of the weights: CC BY 4.0, (c) 2022 A. B. Ma and A. Lerch.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -49,8 +50,9 @@ class EmbeddingNet(nn.Module):
     def forward(self, spec: torch.Tensor, layer: int = 4) -> torch.Tensor:
         """``[B, T, F]`` spectrogram -> ``[B, T', C]`` frames of conv block ``layer``."""
         x = spec[:, None]
-        for i, (block, pool) in enumerate(zip([self.conv_block1, self.conv_block2, self.conv_block3, self.conv_block4],
-                                              [2, 2, 2, 1]), 1):
+        for i, (block, pool) in enumerate(
+            zip([self.conv_block1, self.conv_block2, self.conv_block3, self.conv_block4], [2, 2, 2, 1]), 1
+        ):
             x = block(x, pool)
             if i == layer:
                 break
@@ -69,13 +71,18 @@ def load_aisfx_state(path: str) -> dict[str, torch.Tensor]:
     """The wheel's ``(state_dict, ds_dict)`` pickle, loaded safely: only numpy scalar/dtype globals are allowed."""
     from numpy._core.multiarray import scalar
 
-    allow = [(scalar, "numpy.core.multiarray.scalar"), np.dtype, type(np.dtype("int64")), type(np.dtype("float64")),
-             codecs.encode]
+    allow = [
+        (scalar, "numpy.core.multiarray.scalar"),
+        np.dtype,
+        type(np.dtype("int64")),
+        type(np.dtype("float64")),
+        codecs.encode,
+    ]
     with torch.serialization.safe_globals(allow):
         obj = torch.load(path, map_location="cpu", weights_only=True)
     state = obj[0] if isinstance(obj, (tuple, list)) else obj
     prefix = "embedding_net."
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 class AisfxEncoder(Encoder):
@@ -95,8 +102,9 @@ class AisfxEncoder(Encoder):
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         x = resample(wave, self.sample_rate, AISFX_SAMPLE_RATE)
         x = x / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
-        mel = mel_spectrogram(x, AISFX_SAMPLE_RATE, n_fft=2048, hop_length=1024, n_mels=96, f_min=0.0,
-                              f_max=22050.0, htk=True, norm="l1")
+        mel = mel_spectrogram(
+            x, AISFX_SAMPLE_RATE, n_fft=2048, hop_length=1024, n_mels=96, f_min=0.0, f_max=22050.0, htk=True, norm="l1"
+        )
         return torch.log10(mel * 10000.0 + 1.0) / SPEC_MAX
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):

@@ -8,6 +8,7 @@ checkpoint buffers), ``AmplitudeToDB(top_db=120)``, then a BatchNorm over mel bi
 torchaudio floors the dB values at (max - 120) over the WHOLE batch; asdzoo floors per clip, so a clip's
 features never depend on its batch-mates, and offers the batch-wide floor as ``official_batch_top_db``.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,9 @@ class _MelScale(nn.Module):
 
 
 class MelFrontEnd(nn.Module):
-    def __init__(self, n_fft: int = 512, hop: int = 160, n_mels: int = 64, sample_rate: int = 16000, f_max: float = 8000.0):
+    def __init__(
+        self, n_fft: int = 512, hop: int = 160, n_mels: int = 64, sample_rate: int = 16000, f_max: float = 8000.0
+    ):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.spectrogram = _Spectrogram(n_fft)
@@ -42,8 +45,19 @@ class MelFrontEnd(nn.Module):
 
     def forward(self, wave: torch.Tensor, top_db: float = 120.0, batch_floor: bool = False) -> torch.Tensor:
         """``[B, S] -> [B, n_mels, 1 + S // hop]`` in dB, floored at max - top_db (per clip or over the batch)."""
-        spec = torch.stft(wave, self.n_fft, self.hop, window=self.spectrogram.window, center=True, pad_mode="reflect",
-                          return_complex=True).abs().pow(2)
+        spec = (
+            torch.stft(
+                wave,
+                self.n_fft,
+                self.hop,
+                window=self.spectrogram.window,
+                center=True,
+                pad_mode="reflect",
+                return_complex=True,
+            )
+            .abs()
+            .pow(2)
+        )
         mel = (spec.transpose(-1, -2) @ self.mel_scale.fb).transpose(-1, -2)
         db = 10.0 * torch.log10(mel.clamp(min=1e-10))
         peak = db.amax() if batch_floor else db.amax(dim=(-2, -1), keepdim=True)
@@ -54,8 +68,19 @@ class AudioTransformerBase(Encoder):
     """Shared parts: front-end, init_bn over mel bins, patch embedding, separable time/frequency positions,
     pre-LN blocks (eps 1e-6) and the final norm."""
 
-    def __init__(self, embed_dim: int, depth: int, num_heads: int, patch_size, patch_stride, target_length: int,
-                 n_freq_patches: int, max_time_patches: int, layer: int | None, official_batch_top_db: bool):
+    def __init__(
+        self,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        patch_size,
+        patch_stride,
+        target_length: int,
+        n_freq_patches: int,
+        max_time_patches: int,
+        layer: int | None,
+        official_batch_top_db: bool,
+    ):
         super().__init__()
         self.sample_rate = 16000
         self.embed_dim = embed_dim
@@ -78,8 +103,9 @@ class AudioTransformerBase(Encoder):
         x = self.logmel(wave)[:, None]
         return self.init_bn[1](x.transpose(1, 2)).transpose(1, 2)
 
-    def encode_patches(self, patches: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
-                       layer: int | None = None) -> torch.Tensor:
+    def encode_patches(
+        self, patches: torch.Tensor, key_padding_mask: torch.Tensor | None = None, layer: int | None = None
+    ) -> torch.Tensor:
         """Patch grid ``[B, D, F', T']`` -> tokens ``[B, F'*T', D]`` (frequency-major) through the blocks."""
         t = patches.shape[-1]
         x = patches + self.time_pos_embed[..., :t] + self.freq_pos_embed
@@ -99,9 +125,18 @@ class AudioTransformerBase(Encoder):
 class Dasheng(AudioTransformerBase):
     """Dasheng: 64x4 patches (one token per 40 ms), chunks of ``target_length / 4`` patches, optional key mask."""
 
-    def __init__(self, checkpoint: str | None = None, layer: int | None = None, embed_dim: int = 768, depth: int = 12,
-                 num_heads: int = 12, target_length: int = 1008, patch_size=(64, 4), patch_stride=(64, 4),
-                 official_batch_top_db: bool = False):
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        layer: int | None = None,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        target_length: int = 1008,
+        patch_size=(64, 4),
+        patch_stride=(64, 4),
+        official_batch_top_db: bool = False,
+    ):
         state = None
         if checkpoint is not None:
             ckpt = self._checkpoint(checkpoint)
@@ -110,17 +145,36 @@ class Dasheng(AudioTransformerBase):
             num_heads, target_length = cfg.get("num_heads", num_heads), cfg.get("target_length", target_length)
             patch_size, patch_stride = cfg.get("patch_size", patch_size), cfg.get("patch_stride", patch_stride)
             state = ckpt["model"]
-        super().__init__(embed_dim, depth, num_heads, patch_size, patch_stride, target_length, 1,
-                         target_length // patch_stride[1], layer, official_batch_top_db)
-        self._config = dict(checkpoint=checkpoint, layer=layer, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                            target_length=target_length, patch_size=list(patch_size), patch_stride=list(patch_stride),
-                            official_batch_top_db=official_batch_top_db)
+        super().__init__(
+            embed_dim,
+            depth,
+            num_heads,
+            patch_size,
+            patch_stride,
+            target_length,
+            1,
+            target_length // patch_stride[1],
+            layer,
+            official_batch_top_db,
+        )
+        self._config = dict(
+            checkpoint=checkpoint,
+            layer=layer,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            target_length=target_length,
+            patch_size=list(patch_size),
+            patch_stride=list(patch_stride),
+            official_batch_top_db=official_batch_top_db,
+        )
         self.hop_patch = 160 * patch_stride[1]
         if state is not None:
             self.load_state_dict(state, strict=True)
 
-    def forward_features(self, wave: torch.Tensor, x_length: torch.Tensor | None = None,
-                         layer: int | None = None) -> torch.Tensor:
+    def forward_features(
+        self, wave: torch.Tensor, x_length: torch.Tensor | None = None, layer: int | None = None
+    ) -> torch.Tensor:
         """Official forward: ``[B, S]`` -> ``[B, T // 4, D]``; ``x_length`` (samples) masks padded keys per chunk."""
         patches = self.patch_embed(self.spec(wave))
         n = patches.shape[-1]
@@ -128,8 +182,10 @@ class Dasheng(AudioTransformerBase):
         if x_length is not None:
             mask = torch.arange(n, device=wave.device)[None] >= (x_length // self.hop_patch)[:, None]
         chunk = self.time_pos_embed.shape[-1]
-        outs = [self.encode_patches(patches[..., i:i + chunk], None if mask is None else mask[:, i:i + chunk], layer)
-                for i in range(0, n, chunk)]
+        outs = [
+            self.encode_patches(patches[..., i : i + chunk], None if mask is None else mask[:, i : i + chunk], layer)
+            for i in range(0, n, chunk)
+        ]
         return torch.cat(outs, dim=1)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):
@@ -141,9 +197,18 @@ class CED(AudioTransformerBase):
     The original drops the last chunk when the length is an exact multiple of ``target_length`` (> 1 chunk); that
     quirk is reproduced only with ``official_chunk_quirk=True``."""
 
-    def __init__(self, checkpoint: str | None = None, layer: int | None = None, embed_dim: int = 768, depth: int = 12,
-                 num_heads: int = 12, target_length: int = 1012, outputdim: int = 527, official_chunk_quirk: bool = False,
-                 official_batch_top_db: bool = False):
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        layer: int | None = None,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        target_length: int = 1012,
+        outputdim: int = 527,
+        official_chunk_quirk: bool = False,
+        official_batch_top_db: bool = False,
+    ):
         state = None
         if checkpoint is not None:
             state = self._checkpoint(checkpoint)["model"]
@@ -152,11 +217,29 @@ class CED(AudioTransformerBase):
             if num_heads == 12 and embed_dim != 768:
                 num_heads = size["num_heads"]
             outputdim = state["outputlayer.1.weight"].shape[0] if "outputlayer.1.weight" in state else outputdim
-        super().__init__(embed_dim, depth, num_heads, (16, 16), (16, 16), target_length, 4, target_length // 16, layer,
-                         official_batch_top_db)
-        self._config = dict(checkpoint=checkpoint, layer=layer, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                            target_length=target_length, outputdim=outputdim, official_chunk_quirk=official_chunk_quirk,
-                            official_batch_top_db=official_batch_top_db)
+        super().__init__(
+            embed_dim,
+            depth,
+            num_heads,
+            (16, 16),
+            (16, 16),
+            target_length,
+            4,
+            target_length // 16,
+            layer,
+            official_batch_top_db,
+        )
+        self._config = dict(
+            checkpoint=checkpoint,
+            layer=layer,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            target_length=target_length,
+            outputdim=outputdim,
+            official_chunk_quirk=official_chunk_quirk,
+            official_batch_top_db=official_batch_top_db,
+        )
         self.official_chunk_quirk = official_chunk_quirk
         self.outputlayer = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, outputdim))
         if state is not None:

@@ -3,9 +3,10 @@
 ``mask`` is True on valid frames. Padding a batch must never change a clip's valid frames, so encoders
 whose receptive field would see the padding run each distinct length separately (:func:`per_length`).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -32,8 +33,9 @@ def full_lengths(wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tens
     return lengths.to(device=wave.device, dtype=torch.long)
 
 
-def per_length(fn: Callable[[torch.Tensor], torch.Tensor], wave: torch.Tensor,
-               lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def per_length(
+    fn: Callable[[torch.Tensor], torch.Tensor], wave: torch.Tensor, lengths: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``fn([b, S_valid]) -> [b, T, D]`` once per distinct valid length and pad the results."""
     lengths = full_lengths(wave, lengths)
     outs: dict[int, torch.Tensor] = {}

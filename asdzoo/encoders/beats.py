@@ -7,6 +7,7 @@ padding mask (samples -> fbank frames -> tokens). Attention uses ``scaled_dot_pr
 official code's row-max subtraction before adding the bias is softmax-invariant, so it is not repeated.
 Parameter names equal the official ones (``self_attn.q_proj`` ...) so peft LoRA targets them by name.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asdzoo.audio.kaldi import fbank as kaldi_fbank
-from asdzoo.encoders.base import Encoder, full_lengths, per_length
+from asdzoo.encoders.base import Encoder, per_length
 
 FBANK_MEAN, FBANK_STD = 15.41663, 6.55582  # BEATs' fbank normalisation constants
 
@@ -65,7 +66,10 @@ def relative_position_buckets(q_len: int, k_len: int, num_buckets: int, max_dist
     buckets = (rel > 0).long() * half
     rel = rel.abs()
     max_exact = half // 2
-    large = max_exact + (torch.log(rel.float() / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)).long()
+    large = (
+        max_exact
+        + (torch.log(rel.float() / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)).long()
+    )
     large = torch.clamp(large, max=half - 1)
     return buckets + torch.where(rel < max_exact, rel, large)
 
@@ -89,8 +93,13 @@ class MultiheadAttention(nn.Module):
         buckets = relative_position_buckets(length, length, self.num_buckets, self.max_distance)
         return self.relative_attention_bias(buckets.to(self.relative_attention_bias.weight.device)).permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, position_bias: torch.Tensor | None,
-                scratch: dict | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+        position_bias: torch.Tensor | None,
+        scratch: dict | None = None,
+    ):
         """``x [B, T, D]``; ``position_bias [H, T, T]`` (computed here if None and this layer owns the table).
         ``scratch`` lends one ``[B, H, T, T]`` buffer to every layer for the gated bias in inference: a fresh
         tensor of that size per layer costs more in page faults than the multiplication itself."""
@@ -109,7 +118,9 @@ class MultiheadAttention(nn.Module):
                 gate = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0).to(bias.dtype)
                 bias = _multiply_into(gate, bias, scratch)
         if key_padding_mask is not None:
-            pad = torch.zeros(b, 1, 1, t, dtype=q.dtype, device=q.device).masked_fill(key_padding_mask[:, None, None], float("-inf"))
+            pad = torch.zeros(b, 1, 1, t, dtype=q.dtype, device=q.device).masked_fill(
+                key_padding_mask[:, None, None], float("-inf")
+            )
             bias = pad if bias is None else bias + pad
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, -1)), position_bias
@@ -155,7 +166,9 @@ class TransformerEncoder(nn.Module):
         # Official: weight_norm(Conv1d, dim=2) + SamePad + GELU; stored as weight_g / weight_v and folded on load.
         self.pos_conv = nn.Conv1d(d, d, cfg.conv_pos, padding=cfg.conv_pos // 2, groups=cfg.conv_pos_groups)
         self.pos_conv_trim = 1 if cfg.conv_pos % 2 == 0 else 0
-        self.layers = nn.ModuleList(EncoderLayer(cfg, cfg.relative_position_embedding and i == 0) for i in range(cfg.encoder_layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer(cfg, cfg.relative_position_embedding and i == 0) for i in range(cfg.encoder_layers)
+        )
         if cfg.relative_position_embedding:
             for layer in self.layers[1:]:  # one table shared by every layer, as in the official code
                 layer.self_attn.relative_attention_bias = self.layers[0].self_attn.relative_attention_bias
@@ -187,8 +200,14 @@ class BEATs(Encoder):
     """BEATs behind the encoder protocol. ``forward`` runs each clip at its own length (padding never changes a
     clip's frames); :meth:`extract_features` is the official batched path with its two-step padding mask."""
 
-    def __init__(self, cfg: dict | None = None, layer: int | None = None, checkpoint: str | None = None,
-                 fbank_window: str = "povey", **overrides):
+    def __init__(
+        self,
+        cfg: dict | None = None,
+        layer: int | None = None,
+        checkpoint: str | None = None,
+        fbank_window: str = "povey",
+        **overrides,
+    ):
         """``fbank_window``: Kaldi window of the front-end; 'povey' is the official BEATs one (paper 000 uses
         'hamming')."""
         super().__init__()
@@ -205,9 +224,13 @@ class BEATs(Encoder):
         self.sample_rate = 16000
         self.embed_dim = self.cfg.encoder_embed_dim
         c = self.cfg
-        self.patch_embedding = nn.Conv2d(1, c.embed_dim, c.input_patch_size, stride=c.input_patch_size, bias=c.conv_bias)
+        self.patch_embedding = nn.Conv2d(
+            1, c.embed_dim, c.input_patch_size, stride=c.input_patch_size, bias=c.conv_bias
+        )
         self.layer_norm = nn.LayerNorm(c.embed_dim)
-        self.post_extract_proj = nn.Linear(c.embed_dim, c.encoder_embed_dim) if c.embed_dim != c.encoder_embed_dim else None
+        self.post_extract_proj = (
+            nn.Linear(c.embed_dim, c.encoder_embed_dim) if c.embed_dim != c.encoder_embed_dim else None
+        )
         self.encoder = TransformerEncoder(c)
         if c.finetuned_model:
             self.predictor = nn.Linear(c.encoder_embed_dim, c.predictor_class)
@@ -223,7 +246,9 @@ class BEATs(Encoder):
         state = {k.replace("encoder.pos_conv.0.", "encoder.pos_conv."): v for k, v in state.items()}
         missing, unexpected = self.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"BEATs checkpoint does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"BEATs checkpoint does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
 
     # -- official batched path ---------------------------------------------------------------------
     def preprocess(self, wave: torch.Tensor) -> torch.Tensor:
@@ -236,8 +261,9 @@ class BEATs(Encoder):
             padding_mask = padding_mask[:, :-extra]
         return padding_mask.view(padding_mask.shape[0], features.shape[1], -1).all(-1)
 
-    def extract_features(self, wave: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                         layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def extract_features(
+        self, wave: torch.Tensor, padding_mask: torch.Tensor | None = None, layer: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Official ``BEATs.extract_features``: ``(features [B, N, D], token padding mask)`` (True = padding);
         fine-tuned checkpoints return class probabilities ``[B, C]`` instead of features."""
         fb = self.preprocess(wave)
@@ -285,7 +311,7 @@ def load_beats_checkpoint(path_or_id: str) -> dict:
 
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
         return {"cfg": json.loads(meta["cfg"]), "model": state}
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "cfg" not in ckpt or "model" not in ckpt:

@@ -6,6 +6,7 @@ appended up to ``target_length`` frames (None: the next multiple of 16, the READ
 ``(x + 4.268) / (2 * 4.569)``. 16x16 patches with **time-major** tokens, the fixed sin-cos table from the
 checkpoint, a CLS token without position, LayerNorm, post-LN blocks, no final norm.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,9 +22,18 @@ PREFIX = "modality_encoders.IMAGE."
 
 
 class EAT(Encoder):
-    def __init__(self, checkpoint: str | None = None, layer: int | None = None, embed_dim: int = 768, depth: int = 12,
-                 num_heads: int = 12, mlp_ratio: float = 4.0, max_time_patches: int = 768,
-                 target_length: int | None = None, granularity: str = "frame"):
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        layer: int | None = None,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        max_time_patches: int = 768,
+        target_length: int | None = None,
+        granularity: str = "frame",
+    ):
         super().__init__()
         state = None
         if checkpoint is not None:
@@ -35,9 +45,17 @@ class EAT(Encoder):
             max_time_patches = state[PREFIX + "fixed_positional_encoder.positions"].shape[1] // 8
         if granularity not in ("frame", "utterance"):
             raise ValueError("granularity must be 'frame' (patch tokens averaged over frequency) or 'utterance' (CLS)")
-        self._config = dict(checkpoint=checkpoint, layer=layer, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                            mlp_ratio=mlp_ratio, max_time_patches=max_time_patches, target_length=target_length,
-                            granularity=granularity)
+        self._config = dict(
+            checkpoint=checkpoint,
+            layer=layer,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            max_time_patches=max_time_patches,
+            target_length=target_length,
+            granularity=granularity,
+        )
         self.sample_rate, self.embed_dim, self.layer = 16000, embed_dim, layer
         self.target_length, self.granularity = target_length, granularity
         enc = nn.Module()

@@ -4,6 +4,7 @@
 from a config dict instead (tests, benchmarks, offline use). Inputs are 16 kHz; CLAP resamples to 48 kHz.
 Every clip runs at its own length, so padding never changes a clip's frames.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,12 @@ class ASTEncoder(Encoder):
     """Audio Spectrogram Transformer: Kaldi fbank (Hann, 128 bins) padded to ``max_length`` frames and normalised
     with the AudioSet statistics; frames are the patch tokens averaged over frequency rows."""
 
-    def __init__(self, checkpoint: str | None = "MIT/ast-finetuned-audioset-10-10-0.4593", layer: int | None = None,
-                 config: dict | None = None):
+    def __init__(
+        self,
+        checkpoint: str | None = "MIT/ast-finetuned-audioset-10-10-0.4593",
+        layer: int | None = None,
+        config: dict | None = None,
+    ):
         super().__init__()
         from transformers import ASTConfig, ASTModel
 
@@ -44,7 +49,11 @@ class ASTEncoder(Encoder):
         """``[B, S]`` -> ``[B, max_length, mel]`` as ``ASTFeatureExtractor`` computes them."""
         fb = kaldi_fbank(wave, num_mel_bins=self.num_mel_bins, window_type="hanning")
         t = fb.shape[-2]
-        fb = torch.nn.functional.pad(fb, (0, 0, 0, self.max_length - t)) if t < self.max_length else fb[..., : self.max_length, :]
+        fb = (
+            torch.nn.functional.pad(fb, (0, 0, 0, self.max_length - t))
+            if t < self.max_length
+            else fb[..., : self.max_length, :]
+        )
         return (fb - AST_MEAN) / (AST_STD * 2)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):
@@ -66,8 +75,13 @@ class ClapEncoder(Encoder):
     the 4-channel fusion input (``truncation='fusion'``). Frames: the last hidden state averaged over frequency.
     The front-end is transformers' numpy feature extractor, so no gradient reaches the waveform (the model trains)."""
 
-    def __init__(self, checkpoint: str | None = "laion/clap-htsat-unfused", layer: int | None = None,
-                 config: dict | None = None, project: bool = False):
+    def __init__(
+        self,
+        checkpoint: str | None = "laion/clap-htsat-unfused",
+        layer: int | None = None,
+        config: dict | None = None,
+        project: bool = False,
+    ):
         super().__init__()
         from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapFeatureExtractor
 
@@ -75,8 +89,12 @@ class ClapEncoder(Encoder):
         self.model = _build(ClapAudioModelWithProjection, ClapAudioConfig, checkpoint, config)
         c = self.model.config
         self.fusion = bool(c.enable_fusion)
-        self.extractor = ClapFeatureExtractor(feature_size=c.num_mel_bins, sampling_rate=48000,
-                                              truncation="fusion" if self.fusion else "rand_trunc", padding="repeatpad")
+        self.extractor = ClapFeatureExtractor(
+            feature_size=c.num_mel_bins,
+            sampling_rate=48000,
+            truncation="fusion" if self.fusion else "rand_trunc",
+            padding="repeatpad",
+        )
         self.layer, self.sample_rate, self.project = layer, 16000, project
         self.embed_dim = c.projection_dim if project else c.hidden_size  # hidden_size: width of the last stage
 
@@ -99,8 +117,13 @@ class WavLMEncoder(Encoder):
     """WavLM on the raw waveform (20 ms frames); ``normalize`` standardises each clip as the feature extractors of
     the large models do."""
 
-    def __init__(self, checkpoint: str | None = "microsoft/wavlm-base-plus", layer: int | None = None,
-                 config: dict | None = None, normalize: bool = False):
+    def __init__(
+        self,
+        checkpoint: str | None = "microsoft/wavlm-base-plus",
+        layer: int | None = None,
+        config: dict | None = None,
+        normalize: bool = False,
+    ):
         super().__init__()
         from transformers import WavLMConfig, WavLMModel
 

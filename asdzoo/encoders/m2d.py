@@ -7,6 +7,7 @@ filters, centred reflect padding), ``log(mel + eps)``, normalised by ``norm_stat
 Features: ``[B, T', 5*D]`` (``flat_features=False``) or tokens ``[B, 5*T', D]`` (``True``; EVAR-head checkpoints).
 Also the DCASE 2026 Task 4 taggers ``M2dAt`` (1 channel) and ``M2dAtSpatial`` (4 channels).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,7 +54,10 @@ def parse_m2d_name(name: str) -> dict:
 
 
 class M2DViT(nn.Module):
-    """The official ``LocalViT`` backbone (key names: ``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks``, ``norm``)."""
+    """The official ``LocalViT`` backbone.
+
+    Key names: ``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks``, ``norm``.
+    """
 
     def __init__(self, cfg: M2DConfig):
         super().__init__()
@@ -83,13 +87,33 @@ class M2DViT(nn.Module):
 
 
 class M2D(Encoder):
-    def __init__(self, checkpoint: str | None = None, layer: int | None = None, embed_dim: int | None = None,
-                 depth: int | None = None, num_heads: int | None = None, sample_rate: int | None = None,
-                 input_size: tuple[int, int] | None = None, patch_size: tuple[int, int] | None = None,
-                 flat_features: bool | None = None, average_per_time_frame: bool = False, num_classes: int | None = None):
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        layer: int | None = None,
+        embed_dim: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
+        sample_rate: int | None = None,
+        input_size: tuple[int, int] | None = None,
+        patch_size: tuple[int, int] | None = None,
+        flat_features: bool | None = None,
+        average_per_time_frame: bool = False,
+        num_classes: int | None = None,
+    ):
         super().__init__()
-        overrides = {k: v for k, v in dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, sample_rate=sample_rate,
-                                           input_size=input_size, patch_size=patch_size).items() if v is not None}
+        overrides = {
+            k: v
+            for k, v in dict(
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
+                sample_rate=sample_rate,
+                input_size=input_size,
+                patch_size=patch_size,
+            ).items()
+            if v is not None
+        }
         state, head = {}, {}
         fields: dict = {}
         if checkpoint is not None:
@@ -99,10 +123,17 @@ class M2D(Encoder):
         fields.update(overrides)
         if flat_features is None:  # the official rule: an EVAR head over embed_dim features means flat features
             flat_features = bool(head) and head["head.weight"].shape[-1] == fields.get("embed_dim", 768)
-        self.cfg = M2DConfig(**{**asdict(M2DConfig()), **fields, "flat_features": flat_features,
-                                "average_per_time_frame": average_per_time_frame})
-        self._config = dict(checkpoint=checkpoint, layer=layer, **{k: v for k, v in asdict(self.cfg).items()},
-                            num_classes=num_classes)
+        self.cfg = M2DConfig(
+            **{
+                **asdict(M2DConfig()),
+                **fields,
+                "flat_features": flat_features,
+                "average_per_time_frame": average_per_time_frame,
+            }
+        )
+        self._config = dict(
+            checkpoint=checkpoint, layer=layer, **{k: v for k, v in asdict(self.cfg).items()}, num_classes=num_classes
+        )
         self.layer = layer
         self.backbone = M2DViT(self.cfg)
         self.sample_rate = 16000  # protocol input rate; resampled to cfg.sample_rate inside
@@ -127,8 +158,19 @@ class M2D(Encoder):
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """``[B, S]`` at ``cfg.sample_rate`` -> ``[B, 1, 80, 1 + S // hop]`` log-mel (before normalisation)."""
         n_fft, hop, f_max = self.stft
-        mel = mel_spectrogram(wave, self.cfg.sample_rate, n_fft, hop, self.cfg.input_size[0], f_min=50.0, f_max=f_max,
-                              htk=False, norm="slaney", center=True, pad_mode="reflect")
+        mel = mel_spectrogram(
+            wave,
+            self.cfg.sample_rate,
+            n_fft,
+            hop,
+            self.cfg.input_size[0],
+            f_min=50.0,
+            f_max=f_max,
+            htk=False,
+            norm="slaney",
+            center=True,
+            pad_mode="reflect",
+        )
         return torch.log(mel + F32_EPS).transpose(-1, -2)[:, None]
 
     def normalize(self, lms: torch.Tensor) -> torch.Tensor:
@@ -144,7 +186,7 @@ class M2D(Encoder):
         lms = F.pad(lms, (0, (patch_t - lms.shape[-1] % patch_t) % patch_t))
         outs = []
         for i in range(n_chunk):
-            emb = self.backbone.forward_encoder(lms[..., i * unit:(i + 1) * unit], layer)[:, 1:]
+            emb = self.backbone.forward_encoder(lms[..., i * unit : (i + 1) * unit], layer)[:, 1:]
             b, n, d = emb.shape
             if self.cfg.flat_features:
                 if self.cfg.average_per_time_frame:
@@ -184,7 +226,7 @@ def load_m2d_state(path: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.
     for k, v in state.items():
         k = k.replace("module.ar.runtime.backbone.", "")
         if k.startswith("module.head."):
-            key = k[len("module.head."):].replace("mlp.mlp.0.", "head.")
+            key = k[len("module.head.") :].replace("mlp.mlp.0.", "head.")
             head[key] = v
         elif not k.startswith("module."):
             backbone[k] = v
@@ -198,17 +240,26 @@ def load_m2d_state(path: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.
 
 
 class HeadAvgLinear(nn.Module):
-    """Time mean -> BatchNorm (no affine) -> Linear + LayerNorm + ReLU into ``num_outputs`` slots -> one MLP per slot."""
+    """Time mean -> BatchNorm (no affine) -> Linear + LayerNorm + ReLU into ``num_outputs`` slots -> an MLP each."""
 
-    def __init__(self, feature_d: int, num_classes: int = 19, num_outputs: int = 3, track_in: int = 1024,
-                 track_hidden: int = 512):
+    def __init__(
+        self, feature_d: int, num_classes: int = 19, num_outputs: int = 3, track_in: int = 1024, track_hidden: int = 512
+    ):
         super().__init__()
         self.num_outputs, self.track_in = num_outputs, track_in
         self.m2d_out_norm = nn.BatchNorm1d(feature_d, affine=False)
-        self.linear = nn.Sequential(nn.Linear(feature_d, num_outputs * track_in), nn.LayerNorm(num_outputs * track_in), nn.ReLU())
+        self.linear = nn.Sequential(
+            nn.Linear(feature_d, num_outputs * track_in), nn.LayerNorm(num_outputs * track_in), nn.ReLU()
+        )
         self.tracks = nn.ModuleList(
-            nn.Sequential(nn.Linear(track_in, track_hidden), nn.LayerNorm(track_hidden), nn.ReLU(), nn.Linear(track_hidden, num_classes))
-            for _ in range(num_outputs))
+            nn.Sequential(
+                nn.Linear(track_in, track_hidden),
+                nn.LayerNorm(track_hidden),
+                nn.ReLU(),
+                nn.Linear(track_hidden, num_classes),
+            )
+            for _ in range(num_outputs)
+        )
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = self.linear(self.m2d_out_norm(feats.mean(1))).view(-1, self.num_outputs, self.track_in)
@@ -242,8 +293,9 @@ class M2DTagger(nn.Module):
         return {"label_vector": F.one_hot(idx, probs.shape[-1]).float(), "probabilities": best}
 
 
-def load_m2d_tagger(path: str, num_heads: int | None = None, track_in: int | None = None,
-                    track_hidden: int | None = None) -> M2DTagger:
+def load_m2d_tagger(
+    path: str, num_heads: int | None = None, track_in: int | None = None, track_hidden: int | None = None
+) -> M2DTagger:
     """A DCASE Task 4 tagger checkpoint (Lightning ``{'state_dict': {'model.<key>': ...}}``); nnAudio's fixed
     ``to_spec.*`` buffers are ignored (asdzoo computes the same front-end itself). The head count is not stored in
     the weights: pass ``num_heads`` unless it is embed_dim / 64 (true of the ViT-Base checkpoints)."""
@@ -252,18 +304,25 @@ def load_m2d_tagger(path: str, num_heads: int | None = None, track_in: int | Non
     sd = {k: v for k, v in sd.items() if "to_spec." not in k}
     spatial = any(k.startswith("m2d.") for k in sd)
     enc_prefix = "m2d." if spatial else ""
-    backbone = {k[len(enc_prefix) + len("backbone."):]: v for k, v in sd.items() if k.startswith(enc_prefix + "backbone.")}
+    backbone = {
+        k[len(enc_prefix) + len("backbone.") :]: v for k, v in sd.items() if k.startswith(enc_prefix + "backbone.")
+    }
     size = infer_vit_size(backbone)
     if num_heads is not None:
         size["num_heads"] = num_heads
     m2d = M2D(**size, num_classes=None)
     m2d.backbone.load_state_dict(backbone, strict=True)
-    head = {k[len("head."):]: v for k, v in sd.items() if k.startswith("head.")}
+    head = {k[len("head.") :]: v for k, v in sd.items() if k.startswith("head.")}
     feature_d = head["m2d_out_norm.running_mean"].shape[0]
     channels = feature_d // m2d.embed_dim
     n_out = sum(1 for k in head if k.startswith("tracks.") and k.endswith(".0.weight"))
-    tagger = M2DTagger(m2d, channels=channels, num_classes=head["tracks.0.3.weight"].shape[0], num_outputs=n_out,
-                       track_in=track_in or head["tracks.0.0.weight"].shape[1],
-                       track_hidden=track_hidden or head["tracks.0.0.weight"].shape[0])
+    tagger = M2DTagger(
+        m2d,
+        channels=channels,
+        num_classes=head["tracks.0.3.weight"].shape[0],
+        num_outputs=n_out,
+        track_in=track_in or head["tracks.0.0.weight"].shape[1],
+        track_hidden=track_hidden or head["tracks.0.0.weight"].shape[0],
+    )
     tagger.head.load_state_dict(head, strict=True)
     return tagger.eval()

@@ -1,4 +1,5 @@
 """Official DCASE metrics: Task 2 evaluator (DESIGN §5) and a torchmetrics wrapper for validation."""
+
 from asdzoo.metrics.task2 import (
     EvaluationResult,
     SectionResult,

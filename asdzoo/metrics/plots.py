@@ -1,4 +1,5 @@
 """ROC curves and score histograms per machine and domain (``asdzoo evaluate --plots DIR``)."""
+
 from __future__ import annotations
 
 from pathlib import Path

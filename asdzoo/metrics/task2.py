@@ -7,6 +7,7 @@ Per machine and section:
 Official score: harmonic mean of every section's AUC(source), AUC(target) and pAUC, each floored at eps.
 Rows are matched by file name, never by position.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,9 +22,18 @@ from sklearn import metrics as skm
 MAX_FPR = 0.1
 EPS = sys.float_info.epsilon
 DOMAINS = ("source", "target")
-SECTION_COLUMNS = ["AUC (all)", "AUC (source)", "AUC (target)", "pAUC", "precision (source)",
-                   "precision (target)", "recall (source)", "recall (target)", "F1 score (source)",
-                   "F1 score (target)"]
+SECTION_COLUMNS = [
+    "AUC (all)",
+    "AUC (source)",
+    "AUC (target)",
+    "pAUC",
+    "precision (source)",
+    "precision (target)",
+    "recall (source)",
+    "recall (target)",
+    "F1 score (source)",
+    "F1 score (target)",
+]
 
 
 @dataclass
@@ -70,9 +80,10 @@ class EvaluationResult:
         return {
             "official_score": self.official_score,
             "macro3": self.macro3,
-            "machines": {m: {"TOTAL": self.machine_total(m),
-                             "sections": {s.section: s.values for s in self.machine_sections(m)}}
-                         for m in self.machines},
+            "machines": {
+                m: {"TOTAL": self.machine_total(m), "sections": {s.section: s.values for s in self.machine_sections(m)}}
+                for m in self.machines
+            },
         }
 
 
@@ -83,8 +94,10 @@ def official_score(values) -> float:
 
 def _auc(y_true: np.ndarray, y_score: np.ndarray, max_fpr: float | None = None, what: str = "AUC") -> float:
     if len(np.unique(y_true)) < 2:
-        raise ValueError(f"{what} needs both normal and anomalous clips, got only "
-                         f"{'anomalous' if np.all(y_true == 1) else 'normal'} ones")
+        raise ValueError(
+            f"{what} needs both normal and anomalous clips, got only "
+            f"{'anomalous' if np.all(y_true == 1) else 'normal'} ones"
+        )
     return float(skm.roc_auc_score(y_true, y_score, max_fpr=max_fpr))
 
 
@@ -94,7 +107,9 @@ def section_metrics(y_true, y_score, domain, decision=None) -> dict[str, float]:
     out = {"AUC (all)": _auc(y_true, y_score), "pAUC": _auc(y_true, y_score, MAX_FPR, "pAUC")}
     for d_idx, d_name in enumerate(DOMAINS):
         keep = (domain == d_idx) | (y_true != 0)
-        out[f"AUC ({d_name})"] = _auc(y_true[keep], y_score[keep], what=f"AUC ({d_name}) ({d_name} normals + all anomalies)")
+        out[f"AUC ({d_name})"] = _auc(
+            y_true[keep], y_score[keep], what=f"AUC ({d_name}) ({d_name} normals + all anomalies)"
+        )
         if decision is not None:
             in_domain = domain == d_idx
             yt, yd = y_true[in_domain], np.asarray(decision)[in_domain]
@@ -177,12 +192,14 @@ def truth_from_data_root(root: Path) -> dict[tuple[str, str], Truth]:
             if clip.label is None:
                 raise ValueError(f"{clip.path}: eval-style name carries no label; use --ground-truth")
             out.setdefault((machine, clip.section), {})[clip.name] = (
-                int(clip.label == "anomaly"), DOMAINS.index(clip.domain))
+                int(clip.label == "anomaly"),
+                DOMAINS.index(clip.domain),
+            )
     return {k: Truth(v) for k, v in out.items()}
 
 
 def _machine_section(file_name: str, prefix: str) -> tuple[str, str]:
-    stem = file_name[len(prefix):].removesuffix("_test.csv")
+    stem = file_name[len(prefix) :].removesuffix("_test.csv")
     machine, _, section = stem.partition("_section_")
     return machine, section
 
@@ -212,8 +229,9 @@ def _read_submission(path: Path, truth: Truth, decision: bool) -> dict[str, floa
     return values
 
 
-def evaluate_scores(scores_dir: Path, truth: dict[tuple[str, str], Truth],
-                    machines: list[str] | None = None) -> EvaluationResult:
+def evaluate_scores(
+    scores_dir: Path, truth: dict[tuple[str, str], Truth], machines: list[str] | None = None
+) -> EvaluationResult:
     """Evaluate ``anomaly_score_<M>_section_<NN>_test.csv`` (+ ``decision_result_…``) in ``scores_dir``."""
     scores_dir = Path(scores_dir)
     if not scores_dir.is_dir():
@@ -268,16 +286,24 @@ def result_rows(result: EvaluationResult, with_ci: bool = True) -> list[list[str
 
         block = [pair("AUC (source)", "AUC (target)"), pair("pAUC", "pAUC")]
         if has_dec:
-            block += [pair("precision (source)", "precision (target)"), pair("recall (source)", "recall (target)"),
-                      pair("F1 score (source)", "F1 score (target)")]
+            block += [
+                pair("precision (source)", "precision (target)"),
+                pair("recall (source)", "recall (target)"),
+                pair("F1 score (source)", "F1 score (target)"),
+            ]
         return np.array(block, dtype=float)
 
     def summary(label_prefix: str, perf: np.ndarray):
         half = perf.shape[1] // 2
         rows.append([f"arithmetic mean{label_prefix}", ""] + [_fmt(x) for x in perf.mean(axis=1)])
-        for name, part in (("harmonic mean", perf), ("source harmonic mean", perf[:, :half]),
-                           ("target harmonic mean", perf[:, half:])):
-            rows.append([f"{name}{label_prefix}", ""] + [_fmt(x) for x in scipy.stats.hmean(np.maximum(part, EPS), axis=1)])
+        for name, part in (
+            ("harmonic mean", perf),
+            ("source harmonic mean", perf[:, :half]),
+            ("target harmonic mean", perf[:, half:]),
+        ):
+            rows.append(
+                [f"{name}{label_prefix}", ""] + [_fmt(x) for x in scipy.stats.hmean(np.maximum(part, EPS), axis=1)]
+            )
 
     for machine in result.machines:
         secs = result.machine_sections(machine)
@@ -293,15 +319,19 @@ def result_rows(result: EvaluationResult, with_ci: bool = True) -> list[list[str
     rows.append(["", "", "AUC", "pAUC", "precision", "recall", "F1 score"])
     n_rows = min(p.shape[0] for p in all_perf)
     src = np.concatenate([p[:n_rows, : p.shape[1] // 2] for p in all_perf], axis=1)
-    tgt = np.concatenate([p[:n_rows, p.shape[1] // 2:] for p in all_perf], axis=1)
+    tgt = np.concatenate([p[:n_rows, p.shape[1] // 2 :] for p in all_perf], axis=1)
     summary(" over all machine types, sections, and domains", np.concatenate([src, tgt], axis=1))
     rows.append([])
     rows.append(["official score", "", _fmt(result.official_score)])
     if with_ci:
         y = np.concatenate([s.y_true for s in result.sections])
         p = np.concatenate([s.y_score for s in result.sections])
-        ci = np.mean([jackknife_ci95(skm.roc_auc_score, y, p),
-                      jackknife_ci95(lambda a, b: skm.roc_auc_score(a, b, max_fpr=MAX_FPR), y, p)])
+        ci = np.mean(
+            [
+                jackknife_ci95(skm.roc_auc_score, y, p),
+                jackknife_ci95(lambda a, b: skm.roc_auc_score(a, b, max_fpr=MAX_FPR), y, p),
+            ]
+        )
         rows.append(["official score ci95", "", _fmt(ci)])
     rows.append([])
     return rows

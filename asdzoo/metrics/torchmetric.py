@@ -1,4 +1,5 @@
 """The official per-section numbers as a torchmetrics ``Metric`` for validation inside Lightning."""
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ linear layer, a GRU over time and a linear layer give a bounded complex mask (re
 padded keys masked) and a sigmoid gate per token and channel decides how much of that context to add:
 ``H = H_enh + g * CrossAttn(H_enh, H_m)``, ``g = sigmoid(W [H_enh; CrossAttn])``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,14 +32,21 @@ class MaskEnhancer(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """``[B, 2, S]`` (near, far) -> enhanced near waveform ``[B, S]``."""
         b, _, s = wave.shape
-        spec = torch.stft(wave.reshape(2 * b, s), self.n_fft, self.hop_length, window=self.window, center=True,
-                          pad_mode="constant", return_complex=True).view(b, 2, self.n_fft // 2 + 1, -1)
+        spec = torch.stft(
+            wave.reshape(2 * b, s),
+            self.n_fft,
+            self.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        ).view(b, 2, self.n_fft // 2 + 1, -1)
         near, far = spec[:, 0], spec[:, 1]
         phase = torch.angle(near) - torch.angle(far)
         feats = torch.cat([torch.log1p(near.abs()), torch.log1p(far.abs()), torch.cos(phase), torch.sin(phase)], dim=1)
         h, _ = self.rnn(self.inp(feats.transpose(1, 2)))
         m = 2.0 * torch.tanh(self.out(h)).transpose(1, 2)  # [B, 2F, T]
-        mask = torch.complex(1.0 + m[:, : near.shape[1]], m[:, near.shape[1]:])
+        mask = torch.complex(1.0 + m[:, : near.shape[1]], m[:, near.shape[1] :])
         return torch.istft(mask * near, self.n_fft, self.hop_length, window=self.window, center=True, length=s)
 
 

@@ -1,5 +1,6 @@
 """Embedding heads for discriminatively trained ASD systems: attentive statistics pooling and the
 sub-cluster AdaCos classifier."""
+
 from __future__ import annotations
 
 import math

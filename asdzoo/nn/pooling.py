@@ -2,6 +2,7 @@
 
 All poolings take ``frames [B, T, D]`` and a valid-frame ``mask [B, T]`` so padding never changes a result.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,7 +43,9 @@ def _weighted_power_mean(x: torch.Tensor, w: torch.Tensor, p: float) -> torch.Te
     return scale[:, 0] * ((w[..., None] * (x / scale) ** p).sum(dim=1)) ** (1.0 / p)
 
 
-def pool(frames: torch.Tensor, mask: torch.Tensor, method: str = "mean", p: float = 3.0, alpha: float = 1.0) -> torch.Tensor:
+def pool(
+    frames: torch.Tensor, mask: torch.Tensor, method: str = "mean", p: float = 3.0, alpha: float = 1.0
+) -> torch.Tensor:
     """``mean`` | ``gem`` (eq. 14) | ``rdp`` (eq. 15) | ``rdpgem`` (eq. 16) over valid frames -> ``[B, D]``."""
     if method == "mean":
         out = (frames.to(torch.float64) * _weights_mean(mask)[..., None]).sum(dim=1)

@@ -1,6 +1,7 @@
 """ViT blocks with timm's parameter names (``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``)
 so official timm-format checkpoints (M2D, CED, Dasheng, EAT) load without timm. Attention is SDPA with an
 optional key padding mask."""
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,8 @@ class Attention(nn.Module):
         mask = None
         if key_padding_mask is not None:  # additive float-min (not -inf): a fully padded row attends uniformly
             mask = torch.zeros(b, 1, 1, n, dtype=q.dtype, device=q.device).masked_fill(
-                key_padding_mask[:, None, None, :], torch.finfo(q.dtype).min)
+                key_padding_mask[:, None, None, :], torch.finfo(q.dtype).min
+            )
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
@@ -40,8 +42,15 @@ class Block(nn.Module):
     """Pre-LN (timm): ``x + attn(norm1 x)``, ``x + mlp(norm2 x)``; post-LN (EAT's AltBlock): ``norm1(x + attn x)``,
     ``norm2(x + mlp x)``."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, eps: float = 1e-6,
-                 post_norm: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        eps: float = 1e-6,
+        post_norm: bool = False,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
@@ -69,5 +78,5 @@ class PatchEmbed(nn.Module):
 def infer_vit_size(state: dict[str, torch.Tensor], prefix: str = "") -> dict:
     """``embed_dim`` and ``depth`` from a state dict; the head count is not in the weights (default head dim 64)."""
     dim = state[f"{prefix}patch_embed.proj.weight"].shape[0]
-    depth = 1 + max(int(k[len(prefix):].split(".")[1]) for k in state if k.startswith(f"{prefix}blocks."))
+    depth = 1 + max(int(k[len(prefix) :].split(".")[1]) for k in state if k.startswith(f"{prefix}blocks."))
     return {"embed_dim": dim, "depth": depth, "num_heads": max(1, dim // 64)}

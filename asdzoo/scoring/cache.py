@@ -1,5 +1,6 @@
 """On-disk cache of encoder frames, keyed by file content and encoder configuration, so a second run with
 another pooling or backend never re-embeds (``$ASDZOO_HOME/cache/frames``)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Score alignment and fusion by training-normal statistics (paper 001 eqs. 13, 17-18)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 Distances: cosine ``1 − <a, b>`` on L2-normalised embeddings, or Euclidean. Training-set statistics are
 computed leave-one-out on the bank itself, never from test data.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,8 +59,9 @@ class MemoryBank:
             return np.ones(len(self))
         return self.search(self.embeddings, neighbors, exclude_self=True)[0].mean(axis=1)
 
-    def ldn_score(self, queries: np.ndarray, k: int, neighbors: int, exclude_self: bool = False,
-                  density: np.ndarray | None = None) -> np.ndarray:
+    def ldn_score(
+        self, queries: np.ndarray, k: int, neighbors: int, exclude_self: bool = False, density: np.ndarray | None = None
+    ) -> np.ndarray:
         """Local density normalisation (Wilkinghoff et al., ICASSP 2025): the mean of the k smallest ratios
         d(x, y) / ρ(y) over bank items y (exact: every item is a candidate)."""
         rho = self.local_density(neighbors) if density is None else density
@@ -102,8 +104,11 @@ class KnnBackend:
         else:
             present = sorted(set(self.domains.tolist()))
             self.banks = {d: MemoryBank(self.embeddings[self.domains == d], cfg.metric) for d in present}
-        self.density = {d: b.local_density(cfg.ldn_neighbors) for d, b in self.banks.items()} \
-            if cfg.backend in ("ldn", "dldn", "wdbldn") else {}
+        self.density = (
+            {d: b.local_density(cfg.ldn_neighbors) for d, b in self.banks.items()}
+            if cfg.backend in ("ldn", "dldn", "wdbldn")
+            else {}
+        )
         self.z_stats = {}
         if cfg.backend == "domain_z":
             for d, bank in self.banks.items():

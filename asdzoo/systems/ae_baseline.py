@@ -6,6 +6,7 @@ BatchNorm (momentum 0.01, eps 1e-3, the baseline's Keras defaults) and ReLU, Ada
 Mahalanobis norm of the reconstruction error under the source and under the target covariance of the
 training errors, the smaller of the two.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,9 +27,20 @@ def _block(cin: int, cout: int) -> list[nn.Module]:
 
 
 class AEBaseline(L.LightningModule):
-    def __init__(self, n_mels: int = 128, frames: int = 5, n_fft: int = 1024, hop_length: int = 512, hidden: int = 128,
-                 bottleneck: int = 8, lr: float = 1e-3, score_type: str = "mse", epochs: int = 100, batch_size: int = 256,
-                 seed: int = 0):
+    def __init__(
+        self,
+        n_mels: int = 128,
+        frames: int = 5,
+        n_fft: int = 1024,
+        hop_length: int = 512,
+        hidden: int = 128,
+        bottleneck: int = 8,
+        lr: float = 1e-3,
+        score_type: str = "mse",
+        epochs: int = 100,
+        batch_size: int = 256,
+        seed: int = 0,
+    ):
         super().__init__()
         if score_type not in SCORE_TYPES:
             raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
@@ -37,10 +49,20 @@ class AEBaseline(L.LightningModule):
         self.config = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
         dim = n_mels * frames
         self.feature_args = dict(n_mels=n_mels, frames=frames, n_fft=n_fft, hop_length=hop_length)
-        self.encoder = nn.Sequential(*_block(dim, hidden), *_block(hidden, hidden), *_block(hidden, hidden),
-                                     *_block(hidden, hidden), *_block(hidden, bottleneck))
-        self.decoder = nn.Sequential(*_block(bottleneck, hidden), *_block(hidden, hidden), *_block(hidden, hidden),
-                                     *_block(hidden, hidden), nn.Linear(hidden, dim))
+        self.encoder = nn.Sequential(
+            *_block(dim, hidden),
+            *_block(hidden, hidden),
+            *_block(hidden, hidden),
+            *_block(hidden, hidden),
+            *_block(hidden, bottleneck),
+        )
+        self.decoder = nn.Sequential(
+            *_block(bottleneck, hidden),
+            *_block(hidden, hidden),
+            *_block(hidden, hidden),
+            *_block(hidden, hidden),
+            nn.Linear(hidden, dim),
+        )
         # Inverse covariances of training reconstruction errors, per domain (Mahalanobis score).
         self.register_buffer("inv_cov", torch.zeros(2, dim, dim))
         self.register_buffer("has_domain", torch.zeros(2, dtype=torch.bool))
@@ -66,8 +88,12 @@ class AEBaseline(L.LightningModule):
     @torch.no_grad()
     def fit_covariances(self, vectors: torch.Tensor, domains: torch.Tensor) -> None:
         self.eval()
-        err = torch.cat([vectors[i:i + 4096] - self(vectors[i:i + 4096].to(self.device)).cpu()
-                         for i in range(0, len(vectors), 4096)]).double()
+        err = torch.cat(
+            [
+                vectors[i : i + 4096] - self(vectors[i : i + 4096].to(self.device)).cpu()
+                for i in range(0, len(vectors), 4096)
+            ]
+        ).double()
         for d in (0, 1):
             e = err[domains == d]
             if len(e) > 1:
@@ -75,7 +101,9 @@ class AEBaseline(L.LightningModule):
                 self.inv_cov[d] = torch.linalg.pinv(cov).to(self.inv_cov)
                 self.has_domain[d] = True
 
-    def fit(self, waves: torch.Tensor, domains, lengths: torch.Tensor | None = None, progress: bool = False) -> AEBaseline:
+    def fit(
+        self, waves: torch.Tensor, domains, lengths: torch.Tensor | None = None, progress: bool = False
+    ) -> AEBaseline:
         """Train on the normal clips ``[N, C, S]`` of one machine, then fit the error covariances."""
         vecs = clip_vectors(waves, lengths, **self.feature_args)
         domains = torch.as_tensor(domains)
@@ -84,8 +112,14 @@ class AEBaseline(L.LightningModule):
         L.seed_everything(self.hparams.seed, verbose=False)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         loader = DataLoader(TensorDataset(x, d), self.hparams.batch_size, shuffle=True)
-        trainer = L.Trainer(max_epochs=self.hparams.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                            enable_progress_bar=progress, enable_model_summary=False)
+        trainer = L.Trainer(
+            max_epochs=self.hparams.epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+        )
         trainer.fit(self, loader)
         self.fit_covariances(x, d)
         self.eval()
@@ -102,8 +136,11 @@ class AEBaseline(L.LightningModule):
             else:
                 if not self.has_domain.any():
                     raise RuntimeError("Mahalanobis scoring needs fitted covariances: call fit() first")
-                per_domain = [torch.sqrt((err @ self.inv_cov[d].double() * err).sum(-1).clamp(min=0)).mean()
-                              for d in (0, 1) if self.has_domain[d]]
+                per_domain = [
+                    torch.sqrt((err @ self.inv_cov[d].double() * err).sum(-1).clamp(min=0)).mean()
+                    for d in (0, 1)
+                    if self.has_domain[d]
+                ]
                 out.append(torch.stack(per_domain).min())
         return torch.stack(out).float()
 

@@ -11,6 +11,7 @@ waveform and ``L_SE`` the negative SNR of the enhanced waveform against it.
 Scoring: student embeddings, per-machine bank, cosine k=1; clips longer than the training segment are scored
 as overlapping crops whose scores are averaged (the paper's System 2).
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,18 +32,23 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 
 
-def lora_beats(beats: dict | None, checkpoint: str | None, fbank_window: str, rank: int, alpha: int,
-               warn_random_init: bool):
+def lora_beats(
+    beats: dict | None, checkpoint: str | None, fbank_window: str, rank: int, alpha: int, warn_random_init: bool
+):
     """BEATs from an official checkpoint (or random weights, loudly) wrapped with peft LoRA on q/v projections."""
     from peft import LoraConfig, get_peft_model
 
     if checkpoint is None and warn_random_init:
-        msg = ("beats-distill: NO upstream BEATs checkpoint given (beats_checkpoint: null) - starting from RANDOM "
-               "weights. Pass the official BEATs_iter3_plus_AS2M.pt (or a Hub mirror id) for real results.")
+        msg = (
+            "beats-distill: NO upstream BEATs checkpoint given (beats_checkpoint: null) - starting from RANDOM "
+            "weights. Pass the official BEATs_iter3_plus_AS2M.pt (or a Hub mirror id) for real results."
+        )
         warnings.warn(msg, stacklevel=3)
         log.warning(msg)
     enc = BEATs(cfg=beats, checkpoint=checkpoint, fbank_window=fbank_window)
-    return get_peft_model(enc, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    return get_peft_model(
+        enc, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    )
 
 
 def _zero_padding(wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -56,9 +62,21 @@ def _zero_padding(wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Ten
 class _DistillBase(BankDetector, L.LightningModule):
     """Shared by teacher and student: LoRA BEATs, embedding head, AdaCos classifier, kNN detector interface."""
 
-    def __init__(self, beats: dict | None, beats_checkpoint: str | None, fbank_window: str, lora_rank: int,
-                 lora_alpha: int, asp_hidden: int, embed_dim: int, sub_centers: int, num_classes: int | None, lr: float,
-                 segment_seconds: float, warn_random_init: bool):
+    def __init__(
+        self,
+        beats: dict | None,
+        beats_checkpoint: str | None,
+        fbank_window: str,
+        lora_rank: int,
+        lora_alpha: int,
+        asp_hidden: int,
+        embed_dim: int,
+        sub_centers: int,
+        num_classes: int | None,
+        lr: float,
+        segment_seconds: float,
+        warn_random_init: bool,
+    ):
         super().__init__()
         self.encoder = lora_beats(beats, beats_checkpoint, fbank_window, lora_rank, lora_alpha, warn_random_init)
         self.head = EmbeddingHead(self.beats.embed_dim, asp_hidden, embed_dim)
@@ -75,12 +93,18 @@ class _DistillBase(BankDetector, L.LightningModule):
     def config(self) -> dict:
         """Constructor arguments that rebuild this model without the upstream checkpoint (weights come with it)."""
         cfg = {k: v for k, v in self.hparams.items() if not k.startswith("_") and k != "teacher"}
-        return cfg | {"beats": asdict(self.beats.cfg), "beats_checkpoint": None, "warn_random_init": False,
-                      "num_classes": None if self.classifier is None else self.classifier.num_classes}
+        return cfg | {
+            "beats": asdict(self.beats.cfg),
+            "beats_checkpoint": None,
+            "warn_random_init": False,
+            "num_classes": None if self.classifier is None else self.classifier.num_classes,
+        }
 
     def _ensure_classifier(self, num_classes: int) -> None:
         if self.classifier is None:
-            self.classifier = SubClusterAdaCos(self.hparams.embed_dim, num_classes, self.hparams.sub_centers).to(self.device)
+            self.classifier = SubClusterAdaCos(self.hparams.embed_dim, num_classes, self.hparams.sub_centers).to(
+                self.device
+            )
             self.hparams.num_classes = num_classes
 
     def configure_optimizers(self):
@@ -96,7 +120,7 @@ class _DistillBase(BankDetector, L.LightningModule):
             if n > self.segment and starts[-1] + self.segment < n:
                 starts.append(n - self.segment)
             for s0 in starts:
-                seg = wave[i, ..., s0:s0 + min(n, self.segment)]
+                seg = wave[i, ..., s0 : s0 + min(n, self.segment)]
                 crops.append(seg)
                 lens.append(seg.shape[-1])
                 owner.append(i)
@@ -108,8 +132,12 @@ class _DistillBase(BankDetector, L.LightningModule):
     def crop_embeddings(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, batch_size: int = 8):
         self.eval()
         crops, lens, owner = self._crops(wave, lengths)
-        z = torch.cat([F.normalize(self.embed_batch(crops[i:i + batch_size], lens[i:i + batch_size]), dim=-1)
-                       for i in range(0, len(crops), batch_size)])
+        z = torch.cat(
+            [
+                F.normalize(self.embed_batch(crops[i : i + batch_size], lens[i : i + batch_size]), dim=-1)
+                for i in range(0, len(crops), batch_size)
+            ]
+        )
         return z, owner
 
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -129,12 +157,35 @@ class _DistillBase(BankDetector, L.LightningModule):
 class BeatsDistillTeacher(_DistillBase):
     """Stage 1: LoRA BEATs on pseudo-clean waveforms with a sub-cluster AdaCos objective."""
 
-    def __init__(self, beats: dict | None = None, beats_checkpoint: str | None = None, fbank_window: str = "hamming",
-                 lora_rank: int = 64, lora_alpha: int = 64, asp_hidden: int = 128, embed_dim: int = 128,
-                 sub_centers: int = 16, num_classes: int | None = None, lr: float = 1e-4, segment_seconds: float = 12.0,
-                 warn_random_init: bool = True):
-        super().__init__(beats, beats_checkpoint, fbank_window, lora_rank, lora_alpha, asp_hidden, embed_dim, sub_centers,
-                         num_classes, lr, segment_seconds, warn_random_init)
+    def __init__(
+        self,
+        beats: dict | None = None,
+        beats_checkpoint: str | None = None,
+        fbank_window: str = "hamming",
+        lora_rank: int = 64,
+        lora_alpha: int = 64,
+        asp_hidden: int = 128,
+        embed_dim: int = 128,
+        sub_centers: int = 16,
+        num_classes: int | None = None,
+        lr: float = 1e-4,
+        segment_seconds: float = 12.0,
+        warn_random_init: bool = True,
+    ):
+        super().__init__(
+            beats,
+            beats_checkpoint,
+            fbank_window,
+            lora_rank,
+            lora_alpha,
+            asp_hidden,
+            embed_dim,
+            sub_centers,
+            num_classes,
+            lr,
+            segment_seconds,
+            warn_random_init,
+        )
         self.save_hyperparameters()
 
     def setup(self, stage: str) -> None:
@@ -153,8 +204,10 @@ class BeatsDistillTeacher(_DistillBase):
 
     def training_step(self, batch, batch_idx):
         if "pseudo_clean" not in batch:
-            raise ValueError("the teacher trains on pseudo-clean waveforms: set data.pseudo_clean_root "
-                             "(run `asdzoo prepare pseudo-clean ROOT` first)")
+            raise ValueError(
+                "the teacher trains on pseudo-clean waveforms: set data.pseudo_clean_root "
+                "(run `asdzoo prepare pseudo-clean ROOT` first)"
+            )
         loss, _ = self.classifier.loss(self.embed_batch(batch["pseudo_clean"], batch["lengths"]), batch["class"])
         self.log("train/scac", loss, prog_bar=True)
         return loss
@@ -163,13 +216,41 @@ class BeatsDistillTeacher(_DistillBase):
 class BeatsDistillStudent(_DistillBase):
     """Stage 2: two-channel student distilled from the frozen teacher (eq. 8)."""
 
-    def __init__(self, teacher: str | None = None, beats: dict | None = None, beats_checkpoint: str | None = None,
-                 fbank_window: str = "hamming", lora_rank: int = 64, lora_alpha: int = 64, asp_hidden: int = 128,
-                 embed_dim: int = 128, sub_centers: int = 16, num_classes: int | None = None, lr: float = 1e-4,
-                 segment_seconds: float = 12.0, enhancer: dict | None = None, fusion_heads: int = 4,
-                 lambda_kd: float = 1.0, tau: float = 2.0, lambda_se: float = 0.1, warn_random_init: bool = True):
-        super().__init__(beats, beats_checkpoint, fbank_window, lora_rank, lora_alpha, asp_hidden, embed_dim, sub_centers,
-                         num_classes, lr, segment_seconds, warn_random_init)
+    def __init__(
+        self,
+        teacher: str | None = None,
+        beats: dict | None = None,
+        beats_checkpoint: str | None = None,
+        fbank_window: str = "hamming",
+        lora_rank: int = 64,
+        lora_alpha: int = 64,
+        asp_hidden: int = 128,
+        embed_dim: int = 128,
+        sub_centers: int = 16,
+        num_classes: int | None = None,
+        lr: float = 1e-4,
+        segment_seconds: float = 12.0,
+        enhancer: dict | None = None,
+        fusion_heads: int = 4,
+        lambda_kd: float = 1.0,
+        tau: float = 2.0,
+        lambda_se: float = 0.1,
+        warn_random_init: bool = True,
+    ):
+        super().__init__(
+            beats,
+            beats_checkpoint,
+            fbank_window,
+            lora_rank,
+            lora_alpha,
+            asp_hidden,
+            embed_dim,
+            sub_centers,
+            num_classes,
+            lr,
+            segment_seconds,
+            warn_random_init,
+        )
         self.save_hyperparameters()
         self.enhancer = MaskEnhancer(**(enhancer or {}))
         self.fusion = GatedCrossAttentionFusion(self.beats.embed_dim, fusion_heads)
@@ -217,7 +298,9 @@ class BeatsDistillStudent(_DistillBase):
         with torch.no_grad():
             o_tea = self.teacher.logits(x_pc, lengths)
         tau = self.hparams.tau
-        kd = F.kl_div(F.log_softmax(o_stu / tau, -1), F.log_softmax(o_tea / tau, -1), log_target=True, reduction="batchmean")
+        kd = F.kl_div(
+            F.log_softmax(o_stu / tau, -1), F.log_softmax(o_tea / tau, -1), log_target=True, reduction="batchmean"
+        )
         se = negative_snr(x_enh, x_pc, lengths)
         total = scac + self.hparams.lambda_kd * tau**2 * kd + self.hparams.lambda_se * se
         return {"loss": total, "scac": scac, "kd": kd, "se": se}

@@ -1,4 +1,5 @@
 """What every Task 2 detector offers: fit on normal clips of one machine, score clips, decide."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 def batches(waves: torch.Tensor, lengths: torch.Tensor | None, batch_size: int):
     """Yield ``(wave, lengths)`` slices of a ``[N, C, S]`` tensor."""
     for i in range(0, len(waves), batch_size):
-        yield waves[i:i + batch_size], None if lengths is None else lengths[i:i + batch_size]
+        yield waves[i : i + batch_size], None if lengths is None else lengths[i : i + batch_size]
 
 
 def decision_threshold(train_scores: np.ndarray, quantile: float = 0.9) -> float:

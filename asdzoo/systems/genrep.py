@@ -5,6 +5,7 @@ Views are what the encoder sees: ``near``, ``far`` and ``enh`` (the soft-mask en
 Branches are what gets scored: one (``main``) for the embedding-level input methods (eqs. 2-5), three
 (``near``, ``enh``, ``stereo`` = n_f concatenation) fused as in eq. 13 for the soft-mask methods.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,7 +37,9 @@ SFSOFT_WEIGHTS = {"near": 0.6, "enh": 0.2, "stereo": 0.2}  # eq. 13
 
 def views_for(method: str) -> tuple[str, ...]:
     kind, _ = INPUT_METHODS[method]
-    return {"near": ("near",), "concat": ("near", "far"), "absdif": ("near", "far"), "sfsoft": ("near", "far", "enh")}[kind]
+    return {"near": ("near",), "concat": ("near", "far"), "absdif": ("near", "far"), "sfsoft": ("near", "far", "enh")}[
+        kind
+    ]
 
 
 def compose(method: str, z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -64,7 +67,12 @@ class PoolingConfig:
     @property
     def label(self) -> str:
         pre = "" if self.tau is None and self.rho is None else f" pre({self.tau},{self.rho})"
-        par = {"mean": "", "gem": f"(p={self.p:g})", "rdp": f"(a={self.alpha:g})", "rdpgem": f"(a={self.alpha:g},p={self.p:g})"}
+        par = {
+            "mean": "",
+            "gem": f"(p={self.p:g})",
+            "rdp": f"(a={self.alpha:g})",
+            "rdpgem": f"(a={self.alpha:g},p={self.p:g})",
+        }
         return f"{self.method}{par[self.method]}{pre}"
 
     def apply(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -74,14 +82,28 @@ class PoolingConfig:
 class GenRep(BankDetector, nn.Module):
     """Training-free detector; ``fit`` builds the per-machine memory banks, ``score`` returns kNN scores."""
 
-    def __init__(self, encoder: str = "logmel", encoder_args: dict | None = None, layer: int | None = None,
-                 input_method: str = "near_only", pooling: dict | None = None, backend: dict | None = None,
-                 batch_size: int = 16):
+    def __init__(
+        self,
+        encoder: str = "logmel",
+        encoder_args: dict | None = None,
+        layer: int | None = None,
+        input_method: str = "near_only",
+        pooling: dict | None = None,
+        backend: dict | None = None,
+        batch_size: int = 16,
+    ):
         super().__init__()
         if input_method not in INPUT_METHODS:
             raise ValueError(f"unknown input method {input_method!r}; choose from {list(INPUT_METHODS)}")
-        self.config = dict(encoder=encoder, encoder_args=dict(encoder_args or {}), layer=layer, input_method=input_method,
-                           pooling=dict(pooling or {}), backend=dict(backend or {}), batch_size=batch_size)
+        self.config = dict(
+            encoder=encoder,
+            encoder_args=dict(encoder_args or {}),
+            layer=layer,
+            input_method=input_method,
+            pooling=dict(pooling or {}),
+            backend=dict(backend or {}),
+            batch_size=batch_size,
+        )
         self.encoder = load_encoder(encoder, layer=layer, **self.config["encoder_args"])
         self.encoder.requires_grad_(False).eval()
         self.input_method = input_method
@@ -90,22 +112,29 @@ class GenRep(BankDetector, nn.Module):
         self.batch_size = batch_size
         self._fitted: dict | None = None
 
-    def configured(self, pooling: dict, backend: dict) -> GenRep:
-        """An unfitted copy with other pooling/backend settings that shares this (frozen) encoder."""
+    def configured(self, pooling: dict, backend: dict, input_method: str | None = None) -> GenRep:
+        """An unfitted copy with other pooling/backend (and input method) settings sharing this frozen encoder."""
+        method = input_method or self.input_method
+        if method not in INPUT_METHODS:
+            raise ValueError(f"unknown input method {method!r}; choose from {list(INPUT_METHODS)}")
         other = copy.copy(self)
-        other.config = {**self.config, "pooling": dict(pooling), "backend": dict(backend)}
+        other.config = {**self.config, "pooling": dict(pooling), "backend": dict(backend), "input_method": method}
         other.pooling, other.backend_cfg, other._fitted = PoolingConfig(**pooling), BackendConfig(**backend), None
+        other.input_method = method
         return other
 
     # -- embeddings ------------------------------------------------------------------------------
     @torch.inference_mode()
-    def view_frames(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
-                    views: tuple[str, ...] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def view_frames(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None, views: tuple[str, ...] | None = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Encoder frames and masks of each view of ``wave [B, 2, S]`` (``[B, 1, S]`` for near-only)."""
         views = views or views_for(self.input_method)
         if "far" in views and wave.shape[1] < 2:
-            raise ValueError(f"input method {self.input_method!r} needs two-channel (near, far) audio, got "
-                             f"{wave.shape[1]} channel(s); use near_only for mono data")
+            raise ValueError(
+                f"input method {self.input_method!r} needs two-channel (near, far) audio, got "
+                f"{wave.shape[1]} channel(s); use near_only for mono data"
+            )
         out = {}
         for view in views:
             if view == "near":
@@ -123,7 +152,7 @@ class GenRep(BankDetector, nn.Module):
 
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Clip embeddings per branch (``main``, or ``near``/``enh``/``stereo`` for soft-mask methods)."""
-        parts = [self.branches_from_frames(self.view_frames(w, l)) for w, l in batches(wave, lengths, self.batch_size)]
+        parts = [self.branches_from_frames(self.view_frames(w, n)) for w, n in batches(wave, lengths, self.batch_size)]
         return {b: torch.cat([p[b] for p in parts]) for b in parts[0]}
 
     def combine_branches(self, per_branch: dict[str, np.ndarray]) -> np.ndarray:
@@ -131,9 +160,9 @@ class GenRep(BankDetector, nn.Module):
         if list(per_branch) == ["main"]:
             return per_branch["main"]
         names = list(SFSOFT_WEIGHTS)
-        return fuse([per_branch[b] for b in names], [self._train_scores[b] for b in names],
-                    [SFSOFT_WEIGHTS[b] for b in names])
+        return fuse(
+            [per_branch[b] for b in names], [self._train_scores[b] for b in names], [SFSOFT_WEIGHTS[b] for b in names]
+        )
 
     def describe(self) -> str:
         return f"{self.config['encoder']} | {self.input_method} | {self.pooling.label} | {self.backend_cfg.label}"
-
