@@ -5,6 +5,7 @@ setup:
 	bash scripts/setup.sh
 
 test: setup
+	.venv/bin/ruff check asdzoo tests benchmarks train_cli.py
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
 
 test-slow: setup
