@@ -54,6 +54,32 @@ def test_eat_real_large_layout_and_finetuned_prefix():
     assert normalize_eat_keys(finetuned).keys() == tiny.keys()
 
 
+def test_eat_sincos_table_and_hub_port_layout():
+    from asdzoo.encoders.eat import PREFIX, normalize_eat_keys, sincos_positions
+
+    d = reference_dir("eat")
+    tiny = torch.load(d / "tiny_eat_fairseq_style.pt", weights_only=True)["model"]
+    stored = tiny[PREFIX + "fixed_positional_encoder.positions"]
+    # the fixed table is the MAE 2-D sin-cos one (the official float32 sin/cos of angles up to 767 rad: ~2e-5)
+    assert (sincos_positions(64, 768) - stored).abs().max() < 5e-5
+    rename = {"context_encoder.norm.": "pre_norm."}
+    port = {}
+    for k, v in tiny.items():
+        if "fixed_positional_encoder" in k:
+            continue  # the port may not store the fixed table: it is rebuilt
+        k = k.removeprefix(PREFIX)
+        for ours, theirs in rename.items():
+            k = k.replace(ours, theirs)
+        port[f"model.{k}"] = v
+    mapped = normalize_eat_keys(port)
+    assert mapped.keys() == tiny.keys()
+    model = EAT(embed_dim=64, depth=2, num_heads=4)
+    model.load_state_dict(mapped, strict=True)
+    _, io = _io("eat", "eat_io.safetensors")
+    with torch.no_grad():
+        assert (model.encode_features(io["input_1"]) - io["all_tokens_1"]).abs().max() < 1e-4
+
+
 def test_dasheng_per_clip_and_batched():
     d, io = _io("dasheng", "dasheng_io.safetensors")
     m = Dasheng(checkpoint=str(d / "tiny_dasheng.pt")).eval()

@@ -102,9 +102,35 @@ class EAT(Encoder):
         return per_length(run, wave, lengths)
 
 
+def sincos_positions(dim: int, time_patches: int, freq_patches: int = 8) -> torch.Tensor:
+    """MAE's 2-D sin-cos table on a (time, frequency) patch grid, time-major: ``[1, T*F, dim]``. The first half of the
+    channels encodes the frequency index, the second half the time index (sin then cos, periods 10000^(2i/d))."""
+
+    def one_d(d: int, pos: torch.Tensor) -> torch.Tensor:
+        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d / 2))
+        angles = pos.reshape(-1, 1).double() * omega[None]
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+    t, f = torch.meshgrid(torch.arange(time_patches), torch.arange(freq_patches), indexing="ij")
+    table = torch.cat([one_d(dim // 2, f), one_d(dim // 2, t)], dim=1)
+    return table.float()[None]
+
+
+# Hub-port (transformers remote code) names -> the fairseq names this module uses. The port was not available to run
+# here: these follow public code that uses the port's layout; loading is strict, so a different layout fails loudly.
+_PORT_NAMES = {
+    "local_encoder.": "local_encoder.",
+    "extra_tokens": "extra_tokens",
+    "pre_norm.": "context_encoder.norm.",
+    "context_encoder.norm.": "context_encoder.norm.",
+    "fixed_positional_encoder.": "fixed_positional_encoder.",
+}
+
+
 def normalize_eat_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Encoder keys of pre-trained (``modality_encoders.IMAGE.*``, ``blocks.*``) and fine-tuned (``model.``-prefixed)
-    checkpoints; decoder, EMA and classifier keys are dropped."""
+    """Encoder keys of pre-trained fairseq (``modality_encoders.IMAGE.*``, ``blocks.*``), fine-tuned
+    (``model.``-prefixed) and Hub-port (``model.local_encoder.*``, ``model.pre_norm.*`` ...) checkpoints; decoder, EMA and classifier keys
+    are dropped; a missing positional table is rebuilt (it is fixed, not learned)."""
     out = {}
     for k, v in state.items():
         k = k.removeprefix("model.")
@@ -112,4 +138,11 @@ def normalize_eat_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             continue
         if k.startswith((PREFIX, "blocks.")):
             out[k] = v
+            continue
+        for port, ours in _PORT_NAMES.items():
+            if k.startswith(port):
+                out[PREFIX + ours + k[len(port) :]] = v
+    positions = PREFIX + "fixed_positional_encoder.positions"
+    if out and positions not in out and PREFIX + "extra_tokens" in out:
+        out[positions] = sincos_positions(out[PREFIX + "extra_tokens"].shape[-1], 768)
     return out
