@@ -129,8 +129,10 @@ _PORT_NAMES = {
 
 def normalize_eat_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Encoder keys of pre-trained fairseq (``modality_encoders.IMAGE.*``, ``blocks.*``), fine-tuned
-    (``model.``-prefixed) and Hub-port (``model.local_encoder.*``, ``model.pre_norm.*`` ...) checkpoints; decoder, EMA and classifier keys
-    are dropped; a missing positional table is rebuilt (it is fixed, not learned)."""
+    (``model.``-prefixed) and Hub-port (``model.local_encoder.*``, ``model.pre_norm.*`` ...) checkpoints.
+
+    Decoder, EMA and classifier keys are dropped; a missing positional table is rebuilt (it is fixed, not learned).
+    """
     out = {}
     for k, v in state.items():
         k = k.removeprefix("model.")
