@@ -143,6 +143,3 @@ class AEBaseline(L.LightningModule):
                 ]
                 out.append(torch.stack(per_domain).min())
         return torch.stack(out).float()
-
-    def train_scores_for(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> np.ndarray:
-        return self.score(waves, lengths).numpy()

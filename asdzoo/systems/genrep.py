@@ -163,6 +163,3 @@ class GenRep(BankDetector, nn.Module):
         return fuse(
             [per_branch[b] for b in names], [self._train_scores[b] for b in names], [SFSOFT_WEIGHTS[b] for b in names]
         )
-
-    def describe(self) -> str:
-        return f"{self.config['encoder']} | {self.input_method} | {self.pooling.label} | {self.backend_cfg.label}"
