@@ -60,29 +60,18 @@ def _zero_padding(wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Ten
 
 
 class _DistillBase(BankDetector, L.LightningModule):
-    """Shared by teacher and student: LoRA BEATs, embedding head, AdaCos classifier, kNN detector interface."""
+    """Shared by teacher and student: LoRA BEATs, embedding head, AdaCos classifier, kNN detector interface.
+    Subclasses declare their arguments (LightningCLI reads the signature), save them, then call :meth:`build`."""
 
-    def __init__(
-        self,
-        beats: dict | None,
-        beats_checkpoint: str | None,
-        fbank_window: str,
-        lora_rank: int,
-        lora_alpha: int,
-        asp_hidden: int,
-        embed_dim: int,
-        sub_centers: int,
-        num_classes: int | None,
-        lr: float,
-        segment_seconds: float,
-        warn_random_init: bool,
-    ):
-        super().__init__()
-        self.encoder = lora_beats(beats, beats_checkpoint, fbank_window, lora_rank, lora_alpha, warn_random_init)
-        self.head = EmbeddingHead(self.beats.embed_dim, asp_hidden, embed_dim)
-        self.classifier = SubClusterAdaCos(embed_dim, num_classes, sub_centers) if num_classes else None
+    def build(self) -> None:
+        hp = self.hparams
+        self.encoder = lora_beats(
+            hp.beats, hp.beats_checkpoint, hp.fbank_window, hp.lora_rank, hp.lora_alpha, hp.warn_random_init
+        )
+        self.head = EmbeddingHead(self.beats.embed_dim, hp.asp_hidden, hp.embed_dim)
+        self.classifier = SubClusterAdaCos(hp.embed_dim, hp.num_classes, hp.sub_centers) if hp.num_classes else None
         self.backend_cfg = BackendConfig(metric="cosine", k=1, backend="raw")
-        self.segment = int(segment_seconds * SAMPLE_RATE)
+        self.segment = int(hp.segment_seconds * SAMPLE_RATE)
 
     @property
     def beats(self) -> BEATs:
@@ -172,21 +161,9 @@ class BeatsDistillTeacher(_DistillBase):
         segment_seconds: float = 12.0,
         warn_random_init: bool = True,
     ):
-        super().__init__(
-            beats,
-            beats_checkpoint,
-            fbank_window,
-            lora_rank,
-            lora_alpha,
-            asp_hidden,
-            embed_dim,
-            sub_centers,
-            num_classes,
-            lr,
-            segment_seconds,
-            warn_random_init,
-        )
+        super().__init__()
         self.save_hyperparameters()
+        self.build()
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -237,21 +214,9 @@ class BeatsDistillStudent(_DistillBase):
         lambda_se: float = 0.1,
         warn_random_init: bool = True,
     ):
-        super().__init__(
-            beats,
-            beats_checkpoint,
-            fbank_window,
-            lora_rank,
-            lora_alpha,
-            asp_hidden,
-            embed_dim,
-            sub_centers,
-            num_classes,
-            lr,
-            segment_seconds,
-            warn_random_init,
-        )
+        super().__init__()
         self.save_hyperparameters()
+        self.build()
         self.enhancer = MaskEnhancer(**(enhancer or {}))
         self.fusion = GatedCrossAttentionFusion(self.beats.embed_dim, fusion_heads)
         self._teacher: list = []  # kept out of the module tree: never trained, never saved with the student
