@@ -128,7 +128,7 @@ def _cmd_search(args) -> None:
         data = sd.data
     results.sort(key=lambda c: -c.score)
     print(f"\n{'official':>9}  configuration (encoder | input | pooling | backend)")
-    for c in results[: args.show]:
+    for c in results[: args.show or None]:
         print(f"{100 * c.score:9.2f}  {c.label}")
     report = {"results": [dict(score=c.score, label=c.label, **c.genrep_kwargs()) for c in results]}
     if args.fuse:
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, default=3, help="stage-1 configurations that get the backend grid")
     s.add_argument("--full", action="store_true", help="cross every option instead of the staged search")
     s.add_argument("--fuse", type=int, default=0, help="also fuse the N best configurations")
-    s.add_argument("--show", type=int, default=15)
+    s.add_argument("--show", type=int, default=0, help="print only the N best (default: every configuration)")
     s.add_argument("--out", help="write every result as JSON")
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--quiet", action="store_true")

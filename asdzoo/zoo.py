@@ -27,7 +27,7 @@ GENREP_BEST = {
 }
 GENREP_SEARCH_NOTE = (
     "Chosen by `asdzoo search` on the built-in synthetic set (3 machines, seed 0): staged search over 7 input "
-    "methods x 6 preprocessing x 12 poolings (reference backend cosine k=1 raw), then the Table 2 backend grid for the "
+    "methods x 6 preprocessing x 11 poolings (reference backend cosine k=1 raw), then the Table 2 backend grid for the "
     "top 3. Official scores (%): aisfx best 95.48 (near_only, GeM p=3, spike suppression rho=0.2, Euclidean k=1, "
     "domain-wise Z); logmel best 87.95 (near_only, mean, Euclidean k=1, domain-wise Z); "
     "fusion of the three best distinct "

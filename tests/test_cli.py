@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 
 import pytest
@@ -115,3 +116,16 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "official score" in out and (tmp_path / "qs" / "genrep_result.csv").is_file()
+
+
+def test_search_scores_every_configuration_best_first(synth_root, tmp_path, capsys):
+    out = tmp_path / "search.json"
+    args = ["search", str(synth_root), "--encoder", "logmel", "--top", "1", "--fuse", "2", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    scores = [r["score"] for r in report["results"]]
+    assert len(scores) == 7 * 6 * 11 + 28  # stage 1 (11 poolings) + the Table 2 backend grid for the best one
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.7
+    assert len(report["fusion"]["members"]) == 2 and 0 < report["fusion"]["score"] <= 1
+    printed = capsys.readouterr().out
+    assert printed.count(" | ") >= len(scores)  # every configuration is printed
