@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 
 from asdzoo.hub import save_pretrained
+
+log = logging.getLogger(__name__)
 
 
 class SavePretrained(L.Callback):
@@ -17,3 +21,40 @@ class SavePretrained(L.Callback):
         if trainer.is_global_zero:
             pl_module.on_train_end()  # make sure end-of-training state (e.g. covariances) is in place
             save_pretrained(pl_module, self.dirpath, self.name)
+
+
+class DevSetSelection(L.Callback):
+    """Development-set checkpoint selection (System 2 of paper 000): every ``every_n_epochs`` epochs the model
+    scores the labelled dev data with its own detector (fit on ``train/``, score ``test/``), the official score is
+    logged as ``dev/official``, and the weights of the best epoch are restored when training ends (before
+    ``SavePretrained`` writes them). The dev root defaults to the data module's ``root``."""
+
+    def __init__(self, data_root: str | None = None, every_n_epochs: int = 1):
+        self.data_root, self.every_n_epochs = data_root, every_n_epochs
+        self.best_score, self.best_epoch, self.best_state = float("-inf"), None, None
+        self.history: list[tuple[int, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from asdzoo.pipeline import dev_official_score
+
+        epoch = trainer.current_epoch
+        if (epoch + 1) % self.every_n_epochs and not self._last_epoch(trainer):
+            return
+        root = self.data_root or trainer.datamodule.root
+        was_training = pl_module.training
+        score = dev_official_score(pl_module, root)
+        pl_module.train(was_training)
+        self.history.append((epoch, score))
+        pl_module.log("dev/official", score, prog_bar=True)
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+    @staticmethod
+    def _last_epoch(trainer: L.Trainer) -> bool:
+        return trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.best_state is not None:
+            pl_module.load_state_dict(self.best_state)
+            log.info("dev-set selection: restored epoch %d (official score %.4f)", self.best_epoch, self.best_score)

@@ -162,3 +162,26 @@ def score_root(
         written += write_submission(out_dir, machine, data.test, test_scores, decision_threshold(train_scores))
         log(f"{machine}: scored {len(data.test)} test clips (fitted on {len(data.train)})")
     return written
+
+
+def dev_official_score(model, data_root: str | Path, machines: list[str] | None = None) -> float:
+    """Official score of ``model`` on a development root whose test file names carry labels and domains:
+    fit per machine on ``train/``, score ``test/``, hmean over every section's AUC(s), AUC(t), pAUC."""
+    from asdzoo.metrics.task2 import official_score, section_metrics
+
+    triplets = []
+    for machine in machines or list_machines(data_root):
+        data = load_machine(data_root, machine)
+        unlabeled = [c.path.name for c in data.test if c.meta.is_anomaly is None or c.domain is None]
+        if unlabeled:
+            raise ValueError(f"{data.test[0].path.parent}: {unlabeled[0]} has no label/domain in its name (dev data?)")
+        scores, _ = fit_and_score(model, data)
+        for section in sorted({c.section for c in data.test}):
+            idx = [i for i, c in enumerate(data.test) if c.section == section]
+            m = section_metrics(
+                [int(data.test[i].meta.is_anomaly) for i in idx],
+                scores[idx],
+                [int(data.test[i].domain == "target") for i in idx],
+            )
+            triplets += [m["AUC (source)"], m["AUC (target)"], m["pAUC"]]
+    return official_score(triplets)

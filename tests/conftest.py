@@ -19,6 +19,28 @@ def synth_root(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("synth") / "t2", SynthConfig(**SMALL), workers=2, progress=False)
 
 
+TINY_BEATS = dict(
+    encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128, encoder_attention_heads=4, embed_dim=128
+)
+
+
+@pytest.fixture(scope="session")
+def pretrained_beats(synth_root, tmp_path_factory) -> Path:
+    """A tiny BEATs pre-trained on the synthetic training audio (BEATs iteration 1, 100 epochs, ~40 s on 2 cores):
+    the stand-in for the official checkpoint, which cannot be downloaded here."""
+    import lightning as L
+
+    from asdzoo.data.task2 import Task2DataModule
+    from asdzoo.encoders.beats_pretrain import BEATsPretrainer
+
+    L.seed_everything(0)
+    model = BEATsPretrainer(beats=TINY_BEATS, fbank_window="hamming")
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    data = Task2DataModule(str(synth_root), batch_size=8, segment_seconds=2.0, class_by=None)
+    L.Trainer(max_epochs=100, accelerator="cpu", limit_val_batches=0, **quiet).fit(model, data)
+    return model.export(tmp_path_factory.mktemp("beats") / "beats_pretrained.safetensors")
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("ASDZOO_HOME", str(tmp_path / "asdzoo_home"))

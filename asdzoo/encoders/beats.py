@@ -254,6 +254,12 @@ class BEATs(Encoder):
     def preprocess(self, wave: torch.Tensor) -> torch.Tensor:
         return (kaldi_fbank(wave * 2**15, window_type=self.fbank_window) - FBANK_MEAN) / (2 * FBANK_STD)
 
+    def patch_tokens(self, fb: torch.Tensor) -> torch.Tensor:
+        """Normalised fbank ``[B, T, 128]`` -> encoder tokens ``[B, N, D]`` (token = time_patch * F + freq_patch)."""
+        x = self.patch_embedding(fb[:, None])
+        x = self.layer_norm(x.flatten(2).transpose(1, 2))
+        return x if self.post_extract_proj is None else self.post_extract_proj(x)
+
     @staticmethod
     def forward_padding_mask(features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         extra = padding_mask.shape[1] % features.shape[1]
@@ -269,12 +275,9 @@ class BEATs(Encoder):
         fb = self.preprocess(wave)
         if padding_mask is not None:
             padding_mask = self.forward_padding_mask(fb, padding_mask)
-        x = self.patch_embedding(fb[:, None])
-        x = self.layer_norm(x.flatten(2).transpose(1, 2))  # token = time_patch * F + freq_patch
+        x = self.patch_tokens(fb)
         if padding_mask is not None:
             padding_mask = self.forward_padding_mask(x, padding_mask)
-        if self.post_extract_proj is not None:
-            x = self.post_extract_proj(x)
         x = self.encoder(x, padding_mask, layer)
         if self.cfg.finetuned_model and layer is None:
             logits = self.predictor(x)

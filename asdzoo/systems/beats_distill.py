@@ -8,8 +8,9 @@ Stage 2, :class:`BeatsDistillStudent`: the two-channel recording goes through a 
 their token sequences are fused by gated cross-attention; ASP -> projection gives the embedding. Loss (eq. 8):
 ``L_SCAC + lambda_KD tau^2 KL(p_tea || p_stu) + lambda_SE L_SE`` with the frozen teacher fed the pseudo-clean
 waveform and ``L_SE`` the negative SNR of the enhanced waveform against it.
-Scoring: student embeddings, per-machine bank, cosine k=1; clips longer than the training segment are scored
-as overlapping crops whose scores are averaged (the paper's System 2).
+Scoring: student embeddings, per-machine bank, cosine k=1, kNN distances normalised per domain (``score_norm``:
+Z-scores against each domain's leave-one-out training distances, as in GenRep); clips longer than the training
+segment are scored as overlapping crops whose scores are averaged (the paper's System 2).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def lora_beats(
     if checkpoint is None and warn_random_init:
         msg = (
             "beats-distill: NO upstream BEATs checkpoint given (beats_checkpoint: null) - starting from RANDOM "
-            "weights. Pass the official BEATs_iter3_plus_AS2M.pt (or a Hub mirror id) for real results."
+            "weights. Pass the official BEATs_iter3_plus_AS2M.pt (or a Hub mirror id), or pre-train one on your data "
+            "with asdzoo/configs/beats_pretrain.yaml; random BEATs features do not improve with this training."
         )
         warnings.warn(msg, stacklevel=3)
         log.warning(msg)
@@ -70,7 +72,7 @@ class _DistillBase(BankDetector, L.LightningModule):
         )
         self.head = EmbeddingHead(self.beats.embed_dim, hp.asp_hidden, hp.embed_dim)
         self.classifier = SubClusterAdaCos(hp.embed_dim, hp.num_classes, hp.sub_centers) if hp.num_classes else None
-        self.backend_cfg = BackendConfig(metric="cosine", k=1, backend="raw")
+        self.backend_cfg = BackendConfig(metric="cosine", k=1, backend=hp.score_norm)
         self.segment = int(hp.segment_seconds * SAMPLE_RATE)
 
     @property
@@ -159,6 +161,7 @@ class BeatsDistillTeacher(_DistillBase):
         num_classes: int | None = None,
         lr: float = 1e-4,
         segment_seconds: float = 12.0,
+        score_norm: str = "domain_z",
         warn_random_init: bool = True,
     ):
         super().__init__()
@@ -211,7 +214,9 @@ class BeatsDistillStudent(_DistillBase):
         fusion_heads: int = 4,
         lambda_kd: float = 1.0,
         tau: float = 2.0,
-        lambda_se: float = 0.1,
+        lambda_se: float = 0.01,
+        init_from_teacher: bool = True,
+        score_norm: str = "domain_z",
         warn_random_init: bool = True,
     ):
         super().__init__()
@@ -236,6 +241,24 @@ class BeatsDistillStudent(_DistillBase):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self._ensure_classifier(self.teacher.classifier.num_classes)
+            if self.hparams.init_from_teacher:
+                self.start_from_teacher()
+
+    def start_from_teacher(self) -> None:
+        """Start the shared encoder (BEATs + LoRA), ASP/projection and classifier from the adapted teacher; the
+        enhancer and fusion keep their own (identity-like) initialisation. The paper does not say how the student
+        starts; starting from the teacher means stage 2 refines machine-adapted features instead of re-learning
+        them, which matters most when no pretrained BEATs exists (measured in the issue note). A resumed Lightning
+        checkpoint is restored after this and wins."""
+        try:
+            result = self.load_state_dict(self.teacher.state_dict(), strict=False)
+        except RuntimeError as e:  # shape mismatches
+            raise ValueError(
+                f"the student cannot start from the teacher {self.hparams.teacher}: their beats / lora_rank / "
+                f"asp_hidden / embed_dim / sub_centers settings differ (or set init_from_teacher: false)\n{e}"
+            ) from None
+        if result.unexpected_keys:
+            raise ValueError(f"teacher weights do not fit the student: {result.unexpected_keys[:3]} ...")
 
     def on_train_start(self) -> None:
         assert not any(p.requires_grad for p in self.teacher.parameters()), "the teacher must stay frozen in stage 2"
