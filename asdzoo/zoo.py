@@ -124,11 +124,11 @@ PAPER_BEATS_DISTILL = (
 )
 BEATS_DISTILL_CARD = """Architecture: BEATs (iter3+ base) with LoRA rank 64 on q/v projections; stage 1 teacher trained
 on ILRMA pseudo-clean waveforms with attentive statistics pooling (hidden 128), a 128-d projection and
-sub-cluster AdaCos (16 sub-centres per class); stage 2 student: mask-based two-channel enhancement front-end,
-shared LoRA BEATs over the
-enhanced and the near-channel waveforms, gated cross-attention fusion, ASP + projection; loss
-L_SCAC + lambda_KD tau^2 KL(p_tea || p_stu) + lambda_SE L_SE. Scoring: cosine kNN (k=1) per machine, multi-crop for
-clips longer than the 12 s training segment.
+sub-cluster AdaCos (16 sub-centres per class); stage 2 student (started from the teacher): mask-based two-channel
+enhancement front-end, shared LoRA BEATs over the enhanced and the near-channel waveforms, gated cross-attention
+fusion, ASP + projection; loss L_SCAC + lambda_KD tau^2 KL(p_tea || p_stu) + lambda_SE L_SE. Scoring: cosine kNN
+(k=1) per machine, kNN distances Z-normalised per domain, multi-crop for clips longer than the 12 s training
+segment; the epoch is chosen on the development score (System 2).
 
 Paper's development-set results (as reported, DCASE 2026 dev, System 2): official score 62.27 % (AE Mahalanobis
 57.33 %, AE MSE 56.41 %); hmean AUC(source) 65.44 %, hmean AUC(target) 69.53 %.
@@ -137,7 +137,8 @@ Reproduce: `asdzoo prepare pseudo-clean DATA`, then
 `python train_cli.py fit --config asdzoo/configs/beats_distill_teacher.yaml --data.root DATA --data.pseudo_clean_root
 DATA-pseudo-clean --model.beats_checkpoint BEATs_iter3_plus_AS2M.pt`, then the same with
 `beats_distill_student.yaml`, then `asdzoo install runs/beats_distill/student/model --name beats-distill`.
-No trained weights are published yet."""
+Without the official checkpoint, pre-train a BEATs on DATA first with `asdzoo/configs/beats_pretrain.yaml` (BEATs
+iteration-1 objective) and pass its output as `beats_checkpoint`. No trained weights are published yet."""
 
 
 @register_model(
