@@ -8,6 +8,8 @@ Stage 2, :class:`BeatsDistillStudent`: the two-channel recording goes through a 
 their token sequences are fused by gated cross-attention; ASP -> projection gives the embedding. Loss (eq. 8):
 ``L_SCAC + lambda_KD tau^2 KL(p_tea || p_stu) + lambda_SE L_SE`` with the frozen teacher fed the pseudo-clean
 waveform and ``L_SE`` the negative SNR of the enhanced waveform against it.
+The student starts from the teacher's weights (``init_from_teacher``). Without the official BEATs checkpoint,
+pre-train one with :mod:`asdzoo.encoders.beats_pretrain`: random BEATs features do not improve with this training.
 Scoring: student embeddings, per-machine bank, cosine k=1, kNN distances normalised per domain (``score_norm``:
 Z-scores against each domain's leave-one-out training distances, as in GenRep); clips longer than the training
 segment are scored as overlapping crops whose scores are averaged (the paper's System 2).
