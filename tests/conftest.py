@@ -24,6 +24,14 @@ TINY_BEATS = dict(
 )
 
 
+def fit_quietly(model, datamodule, **trainer_kwargs) -> None:
+    """``Trainer.fit`` on CPU without logger, checkpoints, progress bar, summary or validation loop."""
+    import lightning as L
+
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    L.Trainer(accelerator="cpu", limit_val_batches=0, **quiet, **trainer_kwargs).fit(model, datamodule)
+
+
 @pytest.fixture(scope="session")
 def pretrained_beats(synth_root, tmp_path_factory) -> Path:
     """A tiny BEATs pre-trained on the synthetic training audio (BEATs iteration 1, 100 epochs, ~40 s on 2 cores):
@@ -35,9 +43,9 @@ def pretrained_beats(synth_root, tmp_path_factory) -> Path:
 
     L.seed_everything(0)
     model = BEATsPretrainer(beats=TINY_BEATS, fbank_window="hamming")
-    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    data = Task2DataModule(str(synth_root), batch_size=8, segment_seconds=2.0, class_by=None)
-    L.Trainer(max_epochs=100, accelerator="cpu", limit_val_batches=0, **quiet).fit(model, data)
+    fit_quietly(
+        model, Task2DataModule(str(synth_root), batch_size=8, segment_seconds=2.0, class_by=None), max_epochs=100
+    )
     return model.export(tmp_path_factory.mktemp("beats") / "beats_pretrained.safetensors")
 
 

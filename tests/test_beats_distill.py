@@ -15,7 +15,7 @@ from asdzoo.hub import install, save_pretrained
 from asdzoo.pipeline import dev_official_score
 from asdzoo.systems.beats_distill import BeatsDistillStudent, BeatsDistillTeacher, negative_snr
 
-from conftest import TINY_BEATS, machine_batches
+from conftest import TINY_BEATS, fit_quietly, machine_batches
 
 TINY = dict(
     beats=TINY_BEATS,
@@ -65,11 +65,6 @@ def test_prepare_is_resumable_and_complete(synth_root, pseudo_clean, tmp_path):
     assert item["pseudo_clean"].shape == item["wave"].shape[-1:]
 
 
-def _fit(model, dm, **limits):
-    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    L.Trainer(accelerator="cpu", limit_val_batches=0, **quiet, **limits).fit(model, dm)
-
-
 @pytest.fixture(scope="module")
 def pretrained(pretrained_beats):
     """TINY settings on the pre-trained tiny BEATs (the stand-in for the official checkpoint)."""
@@ -83,19 +78,19 @@ def trained(synth_root, pseudo_clean, pretrained, tmp_path_factory):
     dm = Task2DataModule(str(synth_root), batch_size=8, segment_seconds=2.0, pseudo_clean_root=pseudo_clean)
     L.seed_everything(0)
     teacher = BeatsDistillTeacher(**pretrained)
-    _fit(teacher, dm, max_epochs=20)
+    fit_quietly(teacher, dm, max_epochs=20)
     save_pretrained(teacher, out / "teacher")
     fresh = BeatsDistillStudent(teacher=str(out / "teacher"), init_from_teacher=False, **pretrained)
     frozen_before = {k: v.clone() for k, v in fresh.teacher.state_dict().items()}
     batch = next(iter(dm.train_dataloader()))
     fresh.setup("fit")
     kd_before = fresh.losses(batch)["kd"].item()
-    _fit(fresh, dm, max_steps=40)
+    fit_quietly(fresh, dm, max_steps=40)
     fresh.eval()
     with torch.no_grad():
         kd_after = fresh.losses(batch)["kd"].item()
     student = BeatsDistillStudent(teacher=str(out / "teacher"), **pretrained)
-    _fit(student, dm, max_epochs=10)
+    fit_quietly(student, dm, max_epochs=10)
     save_pretrained(student, out / "student", name="beats-distill")
     return dict(
         out=out, teacher=teacher, fresh=fresh, student=student, frozen_before=frozen_before, kd=(kd_before, kd_after)
@@ -227,7 +222,7 @@ def test_dev_set_selection_restores_the_best_epoch(synth_root, pseudo_clean):
     L.seed_everything(1)
     teacher = BeatsDistillTeacher(**TINY)
     selection = DevSetSelection(every_n_epochs=1)
-    _fit(teacher, dm, max_epochs=3, callbacks=[selection])
+    fit_quietly(teacher, dm, max_epochs=3, callbacks=[selection])
     scores = [s for _, s in selection.history]
     assert [e for e, _ in selection.history] == [0, 1, 2]
     assert selection.best_score == max(scores) and selection.best_epoch == scores.index(max(scores))
