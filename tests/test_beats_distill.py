@@ -1,5 +1,6 @@
 """beats-distill (paper 000): pseudo-clean separation, teacher -> student training, save/load, scoring."""
 
+import copy
 import json
 
 import lightning as L
@@ -102,6 +103,7 @@ def test_teacher_is_frozen_and_bit_identical_after_stage_2(trained):
     assert all(torch.equal(v, after[k]) for k, v in trained["frozen_before"].items())
     assert not any(p.requires_grad for p in trained["fresh"].teacher.parameters())
     assert "teacher" not in json.dumps(list(trained["fresh"].state_dict()))  # never saved with the student
+    assert copy.deepcopy(trained["fresh"]).teacher is trained["fresh"].teacher  # shared, not copied, by deep copies
 
 
 def test_kd_loss_decreases(trained):

@@ -63,6 +63,14 @@ def _zero_padding(wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Ten
     return wave * keep.view(len(wave), *([1] * (wave.dim() - 2)), -1)
 
 
+class _SharedSlot(list):
+    """Holds the frozen teacher outside the student's module tree; a deep copy of the student (made per machine by
+    ``fit_and_score`` and at every development evaluation) shares it instead of copying a whole BEATs."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 class _DistillBase(BankDetector, L.LightningModule):
     """Shared by teacher and student: LoRA BEATs, embedding head, AdaCos classifier, kNN detector interface.
     Subclasses declare their arguments (LightningCLI reads the signature), save them, then call :meth:`build`."""
@@ -226,7 +234,7 @@ class BeatsDistillStudent(_DistillBase):
         self.build()
         self.enhancer = MaskEnhancer(**(enhancer or {}))
         self.fusion = GatedCrossAttentionFusion(self.beats.embed_dim, fusion_heads)
-        self._teacher: list = []  # kept out of the module tree: never trained, never saved with the student
+        self._teacher = _SharedSlot()  # kept out of the module tree: never trained, never saved with the student
 
     @property
     def teacher(self) -> BeatsDistillTeacher:
