@@ -5,8 +5,7 @@ asdzoo.list_models()
 model = asdzoo.load("genrep")
 """
 
-__version__ = "0.1.0"
-
-from asdzoo.hub import list_models, load, save_pretrained  # noqa: E402
+from asdzoo.hub import list_models, load, save_pretrained
+from asdzoo.version import __version__
 
 __all__ = ["__version__", "list_models", "load", "save_pretrained"]

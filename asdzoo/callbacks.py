@@ -7,19 +7,21 @@ import logging
 import lightning as L
 
 from asdzoo.hub import save_pretrained
+from asdzoo.tasks.task2 import dev_official_score
 
 log = logging.getLogger(__name__)
 
 
 class SavePretrained(L.Callback):
-    """At the end of ``fit``, write the trained model with ``save_pretrained`` (then ``asdzoo install DIR``)."""
+    """At the end of ``fit``, write the trained model with ``save_pretrained`` (then ``asdzoo install DIR``).
+    Lightning has run every ``on_train_end`` hook by then (end-of-training state such as the AE's covariances,
+    the dev-selected weights), so this only writes."""
 
     def __init__(self, dirpath: str, name: str | None = None):
         self.dirpath, self.name = dirpath, name
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            pl_module.on_train_end()  # make sure end-of-training state (e.g. covariances) is in place
             save_pretrained(pl_module, self.dirpath, self.name)
 
 
@@ -35,8 +37,6 @@ class DevSetSelection(L.Callback):
         self.history: list[tuple[int, float]] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from asdzoo.pipeline import dev_official_score
-
         epoch = trainer.current_epoch
         if (epoch + 1) % self.every_n_epochs and not self._last_epoch(trainer):
             return

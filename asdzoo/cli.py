@@ -39,7 +39,7 @@ def _cmd_publish(args) -> None:
 
 
 def _cmd_cards(args) -> None:
-    from asdzoo.hub import write_model_cards
+    from asdzoo.cards import write_model_cards
 
     for p in write_model_cards(args.out):
         print(p)
@@ -93,7 +93,7 @@ def _cache_root(args):
 
 
 def _cmd_score(args) -> None:
-    from asdzoo.pipeline import score_root
+    from asdzoo.tasks.task2 import score_root
 
     t0 = time.time()
     files = score_root(args.model, args.data_root, args.out, args.machines, _cache_root(args), progress=not args.quiet)
@@ -103,7 +103,7 @@ def _cmd_score(args) -> None:
 def _cmd_quickstart(args) -> None:
     from asdzoo.data.synth import SynthConfig, generate
     from asdzoo.metrics.task2 import truth_from_data_root
-    from asdzoo.pipeline import score_root
+    from asdzoo.tasks.task2 import score_root
 
     out = Path(args.out)
     data, scores = out / "synth_t2", out / "scores" / args.model
@@ -143,7 +143,7 @@ def _cmd_search(args) -> None:
 
 
 def _cmd_prepare(args) -> None:
-    from asdzoo.audio.separation import prepare_pseudo_clean
+    from asdzoo.data.pseudo_clean import prepare_pseudo_clean
 
     r = prepare_pseudo_clean(
         args.root, args.out, tuple(args.splits), args.machines, args.workers, args.iterations, progress=not args.quiet

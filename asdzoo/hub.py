@@ -1,38 +1,25 @@
-"""The zoo: registry entries, save/load of models, the local model store and the Hugging Face Hub.
+"""Save and load models: folders, the local model store and the Hugging Face Hub.
 
 A saved model is a folder with ``config.json`` (architecture name, its constructor arguments and the
 asdzoo/torch versions that wrote it), ``model.safetensors`` and a ``README.md`` model card. Loading
-rebuilds the class from an allow-list of asdzoo architectures and never unpickles anything.
+rebuilds the class from the registry's allow-list (:mod:`asdzoo.zoo`) and never unpickles anything.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from asdzoo import __version__
-from asdzoo.atomic import atomic_dir, write_text
-
-# Architectures a config.json may name, as "module:Class" (the allow-list that makes loading safe).
-ARCHITECTURES: dict[str, str] = {
-    "GenRep": "asdzoo.systems.genrep:GenRep",
-    "AEBaseline": "asdzoo.systems.ae_baseline:AEBaseline",
-    "BeatsDistillTeacher": "asdzoo.systems.beats_distill:BeatsDistillTeacher",
-    "BeatsDistillStudent": "asdzoo.systems.beats_distill:BeatsDistillStudent",
-}
-
-# bundled: weights ship with a package; training-free: nothing to learn; fit-trains: fit() trains it per machine;
-# train-locally: train with train_cli.py and `asdzoo install`; published: on the Hub.
-WEIGHT_STATUSES = ("bundled", "training-free", "fit-trains", "train-locally", "published")
+from asdzoo.atomic import atomic_dir
+from asdzoo.cards import plain_model_card, render_model_card
+from asdzoo.version import __version__
+from asdzoo.zoo import ZOO, architecture_class, architecture_name
 
 
 class ModelNotFoundError(LookupError):
@@ -43,66 +30,13 @@ class WeightsNotAvailableError(FileNotFoundError):
     """The entry exists but its weights are neither installed locally nor reachable."""
 
 
-@dataclass
-class ZooEntry:
-    """One registry entry (cf. timm's pretrained configs): how to build it and what it is."""
-
-    name: str
-    builder: Callable[[], torch.nn.Module] | None
-    task: str
-    description: str
-    paper: str
-    license: str
-    weights: str  # one of WEIGHT_STATUSES
-    hub_repo: str | None = None
-    revision: str | None = None
-    input_spec: str = "2-channel (near, far) 16 kHz waveform [batch, 2, samples]"
-    card_notes: str = ""
-    tags: list[str] = field(default_factory=list)
-
-    def record(self) -> dict:
-        d = asdict(self)
-        d.pop("builder")
-        return d
-
-
-ZOO: dict[str, ZooEntry] = {}
-
-
-def register_model(name: str, **meta) -> Callable:
-    """Decorator for a builder function ``() -> model``; the keyword arguments are :class:`ZooEntry` fields."""
-
-    def wrap(builder):
-        if name in ZOO:
-            raise ValueError(f"zoo entry {name!r} registered twice")
-        if meta.get("weights") not in WEIGHT_STATUSES:
-            raise ValueError(f"zoo entry {name!r}: weights must be one of {WEIGHT_STATUSES}")
-        ZOO[name] = ZooEntry(name=name, builder=builder, **meta)
-        return builder
-
-    return wrap
-
-
-def _ensure_registry() -> None:
-    importlib.import_module("asdzoo.zoo")
-
-
 def list_models() -> list[dict]:
     """Every registry entry with its licence, paper, task and status of weights."""
-    _ensure_registry()
     return [ZOO[k].record() for k in sorted(ZOO)]
 
 
 # ------------------------------------------------------------------------------------------------
 # Saving and loading folders
-
-
-def _architecture_name(model: torch.nn.Module) -> str:
-    for name, target in ARCHITECTURES.items():
-        module, cls = target.split(":")
-        if type(model).__module__ == module and type(model).__name__ == cls:
-            return name
-    raise TypeError(f"{type(model).__name__} is not a registered asdzoo architecture")
 
 
 def _tensors_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -116,7 +50,7 @@ def _tensors_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, name: str | None = None) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``directory`` atomically."""
     config = {
-        "architecture": _architecture_name(model),
+        "architecture": architecture_name(model),
         "config": model.config,
         "name": name,
         "asdzoo_version": __version__,
@@ -126,16 +60,8 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, name: 
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         save_file(_tensors_for_saving(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         entry = ZOO.get(name) if name else None
-        (tmp / "README.md").write_text(render_model_card(entry, config) if entry else _plain_card(config))
+        (tmp / "README.md").write_text(render_model_card(entry, config) if entry else plain_model_card(config))
     return Path(directory)
-
-
-def _plain_card(config: dict) -> str:
-    return (
-        f"---\nlibrary_name: asdzoo\ntags: [anomalous-sound-detection, dcase]\n---\n# {config['architecture']}\n\n"
-        f"Saved with asdzoo {config['asdzoo_version']} (torch {config['torch_version']}).\n\n"
-        f"```json\n{json.dumps(config['config'], indent=2, sort_keys=True)}\n```\n"
-    )
 
 
 def load_pretrained_dir(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -145,16 +71,15 @@ def load_pretrained_dir(directory: str | os.PathLike, device: str | torch.device
     if not cfg_path.is_file():
         raise ModelNotFoundError(f"{directory}: no config.json (not a folder written by save_pretrained)")
     config = json.loads(cfg_path.read_text())
-    arch = config.get("architecture")
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"{cfg_path}: unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    try:
+        cls = architecture_class(config.get("architecture"))
+    except ValueError as err:
+        raise ValueError(f"{cfg_path}: {err}") from None
     saved = str(config.get("asdzoo_version", "0"))
     if saved.split(".")[0] != __version__.split(".")[0]:
         warnings.warn(
             f"{directory} was saved with asdzoo {saved}; this is {__version__} (major versions differ)", stacklevel=2
         )
-    module, cls_name = ARCHITECTURES[arch].split(":")
-    cls = getattr(importlib.import_module(module), cls_name)
     model = cls(**config["config"])
     weights = directory / "model.safetensors"
     if not weights.is_file():
@@ -237,14 +162,13 @@ def load(
     path = Path(text).expanduser()
     if path.is_dir():
         return load_pretrained_dir(path, device)
-    _ensure_registry()
     if text in ZOO:
         entry = ZOO[text]
         stored = asdzoo_home() / "models" / text
         if (stored / "config.json").is_file():
             return load_pretrained_dir(stored, device)
         if entry.weights in ("bundled", "training-free", "fit-trains"):
-            return entry.builder().to(device).eval()
+            return entry.build().to(device).eval()
         if entry.hub_repo:
             return load_pretrained_dir(
                 _download(entry.hub_repo, revision or entry.revision, local_files_only, text), device
@@ -272,66 +196,3 @@ def publish(directory: str | os.PathLike, repo_id: str, dry_run: bool = False, p
     api.create_repo(repo_id, private=private, exist_ok=True)
     api.upload_folder(repo_id=repo_id, folder_path=str(directory), commit_message=f"asdzoo {__version__} upload")
     return files
-
-
-# ------------------------------------------------------------------------------------------------
-# Model cards
-
-
-def render_model_card(entry: ZooEntry, config: dict | None = None) -> str:
-    """Markdown card with Hub front matter, generated from the registry metadata."""
-    tags = ["anomalous-sound-detection", "dcase", entry.task, *entry.tags]
-    lines = [
-        "---",
-        "library_name: asdzoo",
-        f"license: {entry.license.split(' ')[0].lower()}",
-        "tags:",
-        *[f"- {t}" for t in tags],
-        "---",
-        f"# {entry.name}",
-        "",
-        entry.description,
-        "",
-        "| field | value |",
-        "| --- | --- |",
-        f"| task | {entry.task} |",
-        f"| paper | {entry.paper} |",
-        f"| licence | {entry.license} |",
-        f"| weights | {entry.weights} |",
-        f"| Hub repo | {entry.hub_repo or '—'} |",
-        f"| input | {entry.input_spec} |",
-        "",
-        "## Use",
-        "",
-        "```python",
-        "import asdzoo",
-        f'model = asdzoo.load("{entry.name}")',
-        "model.fit(train_waves, domains)          # normal clips [N, 2, S] of one machine, domains 0/1",
-        "scores = model.score(test_waves)          # [N], higher = more anomalous",
-        "```",
-        "",
-        f"Command line: `asdzoo score {entry.name} --data-root dev_data/raw --out scores/`.",
-    ]
-    if entry.card_notes:
-        lines += ["", "## Notes", "", entry.card_notes]
-    if config:
-        lines += [
-            "",
-            "## Configuration",
-            "",
-            "```json",
-            json.dumps(config.get("config", config), indent=2, sort_keys=True),
-            "```",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def write_model_cards(out_dir: str | os.PathLike) -> list[Path]:
-    """Regenerate ``model_cards/<name>.md`` for every entry."""
-    _ensure_registry()
-    paths = []
-    for name in sorted(ZOO):
-        path = Path(out_dir) / f"{name}.md"
-        write_text(path, render_model_card(ZOO[name]))
-        paths.append(path)
-    return paths

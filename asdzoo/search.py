@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asdzoo.metrics.task2 import official_score, section_metrics
-from asdzoo.pipeline import frame_cache_for, load_machine, view_frames
 from asdzoo.scoring.fusion import fuse
 from asdzoo.scoring.knn import BackendConfig
 from asdzoo.systems.genrep import INPUT_METHODS, GenRep, PoolingConfig, views_for
+from asdzoo.tasks.task2 import cached_frames, frame_cache_for, load_machine
 
 PREPROCESSING = [(None, None), (None, 0.2), (None, 0.3), (None, 0.4), (0.10, 0.3), (0.15, 0.3)]
 POOLINGS = (
@@ -84,7 +84,7 @@ class SearchData:
                     todo = [v for v in views_for(method) if (m, split, self._view_key(method, v)) not in self.frames]
                     if not todo:
                         continue
-                    out = view_frames(
+                    out = cached_frames(
                         model,
                         clips,
                         d.channels,
@@ -112,8 +112,8 @@ class SearchData:
         trip = []
         for m, d in self.data.items():
             dom = np.array([int(c.domain == "target") for c in d.train])
-            model.fit_embeddings(model.branches_from_frames(self.machine_frames(m, "train", cand.input_method)), dom)
-            s = model.score_embeddings(model.branches_from_frames(self.machine_frames(m, "test", cand.input_method)))
+            model.fit_frames(self.machine_frames(m, "train", cand.input_method), dom)
+            s = model.score_frames(self.machine_frames(m, "test", cand.input_method))
             cand.test_scores[m], cand.train_scores[m] = s, model.train_scores()
             trip += _triplet(d, s)
         cand.triplets, cand.score = trip, official_score(trip)

@@ -1,8 +1,122 @@
-"""The registry: every zoo entry with its metadata. Builders import systems lazily so listing is cheap."""
+"""The registry: one entry per zoo model, naming its class, the arguments it is built with and its card metadata.
+
+Adding a system is its module under ``systems/``, one :func:`register` call below, its configs and its tests. The
+classes named here are also the allow-list of what a saved ``config.json`` may rebuild (loading never unpickles).
+Classes are named as ``"module:Class"`` strings and imported only when a model is built, so listing is cheap.
+"""
 
 from __future__ import annotations
 
-from asdzoo.hub import register_model
+import importlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# bundled: weights ship with a package; training-free: nothing to learn; fit-trains: fit() trains it per machine;
+# train-locally: train with train_cli.py and `asdzoo install`; published: on the Hub.
+WEIGHT_STATUSES = ("bundled", "training-free", "fit-trains", "train-locally", "published")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What every model of a task takes and how it is used (rendered into model cards)."""
+
+    input_spec: str
+    usage: str
+    command: str
+
+
+TASKS = {
+    "task2": TaskSpec(
+        input_spec="2-channel (near, far) 16 kHz waveform [batch, 2, samples]",
+        usage=(
+            "model.fit(train_waves, domains)          # normal clips [N, C, S] of one machine, domains 0/1\n"
+            "scores = model.score(test_waves)          # [N], higher = more anomalous"
+        ),
+        command="asdzoo score {name} --data-root dev_data/raw --out scores/",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One registry entry (cf. timm's pretrained configs): the class it builds, how, and what it is."""
+
+    name: str
+    architecture: str  # "module:Class"
+    task: str
+    description: str
+    paper: str
+    license: str
+    weights: str  # one of WEIGHT_STATUSES
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    hub_repo: str | None = None
+    revision: str | None = None
+    input_spec: str | None = None  # None: the task's input
+    card_notes: str = ""
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.weights not in WEIGHT_STATUSES:
+            raise ValueError(f"zoo entry {self.name!r}: weights must be one of {WEIGHT_STATUSES}")
+        if self.task not in TASKS:
+            raise ValueError(f"zoo entry {self.name!r}: unknown task {self.task!r}; known: {sorted(TASKS)}")
+        if self.architecture.count(":") != 1:
+            raise ValueError(f"zoo entry {self.name!r}: architecture must be 'module:Class'")
+
+    @property
+    def class_name(self) -> str:
+        return self.architecture.split(":")[1]
+
+    @property
+    def input(self) -> str:
+        return self.input_spec or TASKS[self.task].input_spec
+
+    def build(self):
+        """A fresh model with this entry's arguments (no trained weights)."""
+        return architecture_class(self.class_name)(**self.kwargs)
+
+    def record(self) -> dict:
+        return {**asdict(self), "input_spec": self.input, "tags": list(self.tags)}
+
+
+ZOO: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    """Add an entry; a second entry of a class must name it by the same ``module:Class`` path."""
+    if entry.name in ZOO:
+        raise ValueError(f"zoo entry {entry.name!r} registered twice")
+    known = architectures().get(entry.class_name)
+    if known not in (None, entry.architecture):
+        raise ValueError(f"zoo entry {entry.name!r}: class name {entry.class_name} is already {known}")
+    ZOO[entry.name] = entry
+    return entry
+
+
+def architectures() -> dict[str, str]:
+    """Class name -> ``module:Class`` for every registered class: what a ``config.json`` may name."""
+    return {e.class_name: e.architecture for e in ZOO.values()}
+
+
+def architecture_class(class_name: str) -> type:
+    target = architectures().get(class_name)
+    if target is None:
+        raise ValueError(f"unknown architecture {class_name!r}; known: {sorted(architectures())}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def architecture_name(model: Any) -> str:
+    """The registered class name of ``model`` (its exact class, not a subclass)."""
+    for name, target in architectures().items():
+        module, cls = target.split(":")
+        if type(model).__module__ == module and type(model).__name__ == cls:
+            return name
+    raise TypeError(f"{type(model).__name__} is not a registered asdzoo architecture")
+
+
+# ------------------------------------------------------------------------------------------------
+# GenRep (paper 001) and the official AE baselines
 
 PAPER_GENREP = (
     "Huang et al., GenRep with multi-branch dual-channel inputs and adaptive pooling for "
@@ -16,14 +130,18 @@ AISFX_CREDIT = (
     "Encoder weights: aiSFX (Ma & Lerch, ISMIR 2022), shipped in the `aisfx` wheel, licence CC BY 4.0, "
     "(c) 2022 A. B. Ma and A. Lerch."
 )
+GENREP = "asdzoo.systems.genrep:GenRep"
+AE = "asdzoo.systems.ae_baseline:AEBaseline"
 
 # Best configurations found by `asdzoo search DATA --encoder logmel aisfx --fuse 3` on the built-in synthetic set
 # (`asdzoo synth t2`, seed 0). Official scores there: aisfx 95.48, logmel 87.95; fusing the three best distinct
 # embeddings gave 95.30, no gain over the best single system, so `genrep` is the aisfx configuration.
 DOMAIN_Z = dict(metric="euclidean", k=1, backend="domain_z")
 GENREP_BEST = {
-    "logmel": dict(input_method="near_only", pooling=dict(method="mean"), backend=DOMAIN_Z),
-    "aisfx": dict(input_method="near_only", pooling=dict(method="gem", p=3.0, rho=0.2), backend=DOMAIN_Z),
+    "logmel": dict(encoder="logmel", input_method="near_only", pooling=dict(method="mean"), backend=DOMAIN_Z),
+    "aisfx": dict(
+        encoder="aisfx", input_method="near_only", pooling=dict(method="gem", p=3.0, rho=0.2), backend=DOMAIN_Z
+    ),
 }
 GENREP_SEARCH_NOTE = (
     "Chosen by `asdzoo search` on the built-in synthetic set (3 machines, seed 0): staged search over 7 input "
@@ -33,91 +151,68 @@ GENREP_SEARCH_NOTE = (
     "fusion of the three best distinct "
     "embeddings 95.30. On this synthetic set the far channel hurts: it carries the target domain's other interferer."
 )
-GENREP_DEFAULT_ENCODER = "aisfx"
-
-
-def _genrep(encoder: str):
-    from asdzoo.systems.genrep import GenRep
-
-    return GenRep(encoder=encoder, **GENREP_BEST[encoder])
-
-
-@register_model(
-    "genrep",
+GENREP_AISFX = dict(
+    architecture=GENREP,
     task="task2",
     weights="bundled",
     license="Apache-2.0 (code); CC BY 4.0 (aiSFX weights)",
     paper=PAPER_GENREP,
-    tags=["training-free", "genrep"],
-    description="GenRep, training-free: the best offline configuration `asdzoo search` found on the built-in "
-    "synthetic set (frozen encoder, pooling, kNN backend).",
+    tags=("training-free", "genrep"),
+    kwargs=GENREP_BEST["aisfx"],
     card_notes=GENREP_SEARCH_NOTE + "\n\n" + AISFX_CREDIT,
 )
-def genrep():
-    return _genrep(GENREP_DEFAULT_ENCODER)
 
-
-@register_model(
-    "genrep-aisfx",
-    task="task2",
-    weights="bundled",
-    license="Apache-2.0 (code); CC BY 4.0 (aiSFX weights)",
-    paper=PAPER_GENREP,
-    tags=["training-free", "genrep"],
-    description="GenRep on the pretrained aiSFX sound-effects CNN (512-d), best configuration for this encoder.",
-    card_notes=GENREP_SEARCH_NOTE + "\n\n" + AISFX_CREDIT,
+register(
+    ZooEntry(
+        "genrep",
+        description="GenRep, training-free: the best offline configuration `asdzoo search` found on the built-in "
+        "synthetic set (frozen encoder, pooling, kNN backend).",
+        **GENREP_AISFX,
+    )
 )
-def genrep_aisfx():
-    return _genrep("aisfx")
-
-
-@register_model(
-    "genrep-logmel",
-    task="task2",
-    weights="training-free",
-    license="Apache-2.0",
-    paper=PAPER_GENREP,
-    tags=["training-free", "genrep"],
-    description="GenRep on plain log-mel frames (no learned encoder): the statistics baseline.",
-    card_notes=GENREP_SEARCH_NOTE,
+register(
+    ZooEntry(
+        "genrep-aisfx",
+        description="GenRep on the pretrained aiSFX sound-effects CNN (512-d), best configuration for this encoder.",
+        **GENREP_AISFX,
+    )
 )
-def genrep_logmel():
-    return _genrep("logmel")
-
-
-@register_model(
-    "dcase-ae-mse",
-    task="task2",
-    weights="fit-trains",
-    license="Apache-2.0",
-    paper=PAPER_AE,
-    tags=["baseline", "autoencoder"],
-    description="Official DCASE Task 2 autoencoder baseline, MSE score; fit() trains one model per machine.",
-    card_notes="Train per machine: `python train_cli.py fit --config asdzoo/configs/dcase_ae.yaml`.",
+register(
+    ZooEntry(
+        "genrep-logmel",
+        architecture=GENREP,
+        task="task2",
+        weights="training-free",
+        license="Apache-2.0",
+        paper=PAPER_GENREP,
+        tags=("training-free", "genrep"),
+        kwargs=GENREP_BEST["logmel"],
+        description="GenRep on plain log-mel frames (no learned encoder): the statistics baseline.",
+        card_notes=GENREP_SEARCH_NOTE,
+    )
 )
-def dcase_ae_mse():
-    from asdzoo.systems.ae_baseline import AEBaseline
+for score_type, detail in (
+    ("mse", "MSE score"),
+    ("mahalanobis", "Mahalanobis score (min over source/target covariances)"),
+):
+    register(
+        ZooEntry(
+            f"dcase-ae-{score_type}",
+            architecture=AE,
+            task="task2",
+            weights="fit-trains",
+            license="Apache-2.0",
+            paper=PAPER_AE,
+            tags=("baseline", "autoencoder"),
+            kwargs=dict(score_type=score_type),
+            description=f"Official DCASE Task 2 autoencoder baseline, {detail}; fit() trains one model per machine.",
+            card_notes="Train per machine: `python train_cli.py fit --config asdzoo/configs/dcase_ae.yaml"
+            + ("`." if score_type == "mse" else " --model.score_type mahalanobis`."),
+        )
+    )
 
-    return AEBaseline(score_type="mse")
-
-
-@register_model(
-    "dcase-ae-mahalanobis",
-    task="task2",
-    weights="fit-trains",
-    license="Apache-2.0",
-    paper=PAPER_AE,
-    tags=["baseline", "autoencoder"],
-    description="Official DCASE Task 2 autoencoder baseline, Mahalanobis score (min over source/target "
-    "covariances); fit() trains one model per machine.",
-    card_notes="Train per machine: `python train_cli.py fit --config asdzoo/configs/dcase_ae.yaml "
-    "--model.score_type mahalanobis`.",
-)
-def dcase_ae_mahalanobis():
-    from asdzoo.systems.ae_baseline import AEBaseline
-
-    return AEBaseline(score_type="mahalanobis")
-
+# ------------------------------------------------------------------------------------------------
+# beats-distill (paper 000)
 
 PAPER_BEATS_DISTILL = (
     "Yang, Distillation guided two-channel BEATs system for DCASE2026 Task 2, technical report (paper 000)"
@@ -139,19 +234,31 @@ DATA-pseudo-clean --model.beats_checkpoint BEATs_iter3_plus_AS2M.pt`, then the s
 `beats_distill_student.yaml`, then `asdzoo install runs/beats_distill/student/model --name beats-distill`.
 Without the official checkpoint, pre-train a BEATs on DATA first with `asdzoo/configs/beats_pretrain.yaml` (BEATs
 iteration-1 objective) and pass its output as `beats_checkpoint`. No trained weights are published yet."""
-
-
-@register_model(
-    "beats-distill",
+BEATS_DISTILL = dict(
     task="task2",
     weights="train-locally",
     license="Apache-2.0 (code); BEATs weights: MIT",
     paper=PAPER_BEATS_DISTILL,
-    tags=["beats", "distillation", "two-channel"],
-    description="Pseudo-clean teacher / two-channel student BEATs system (paper 000).",
     card_notes=BEATS_DISTILL_CARD,
 )
-def beats_distill():
-    from asdzoo.systems.beats_distill import BeatsDistillStudent
 
-    return BeatsDistillStudent()
+register(
+    ZooEntry(
+        "beats-distill",
+        architecture="asdzoo.systems.beats_distill:BeatsDistillStudent",
+        tags=("beats", "distillation", "two-channel"),
+        description="Pseudo-clean teacher / two-channel student BEATs system (paper 000).",
+        **BEATS_DISTILL,
+    )
+)
+register(
+    ZooEntry(
+        "beats-distill-teacher",
+        architecture="asdzoo.systems.beats_distill:BeatsDistillTeacher",
+        tags=("beats", "distillation"),
+        input_spec="near channel of 2-channel 16 kHz audio [batch, 2, samples] (trained on ILRMA pseudo-clean audio)",
+        description="Stage 1 of beats-distill (paper 000): the pseudo-clean LoRA BEATs teacher, itself a kNN "
+        "detector on the near channel.",
+        **BEATS_DISTILL,
+    )
+)

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import lightning as L
 
-from asdzoo.audio.separation import prepare_pseudo_clean
 from asdzoo.callbacks import DevSetSelection
+from asdzoo.data.pseudo_clean import prepare_pseudo_clean
 from asdzoo.data.task2 import Task2DataModule
 from asdzoo.encoders.beats_pretrain import BEATsPretrainer
 from asdzoo.hub import save_pretrained
 from asdzoo.metrics.task2 import evaluate_scores, format_table, truth_from_data_root
-from asdzoo.pipeline import score_root
 from asdzoo.systems.beats_distill import BeatsDistillStudent, BeatsDistillTeacher
+from asdzoo.tasks.task2 import score_root
 
 SMALL_BEATS = dict(  # 4 layers, 128-d: pre-training costs 0.63 s per step of 16 six-second views on 2 cores
     encoder_layers=4, encoder_embed_dim=128, encoder_ffn_embed_dim=512, encoder_attention_heads=4, embed_dim=256

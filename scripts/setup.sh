@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv and installs asdzoo on a fresh machine: the CPU torch wheel first (pinned, so no
-# dependency pulls a multi-GB CUDA build), then the package with a constraint file, then aisfx
-# without its 2020-era pins (it ships weights only; asdzoo re-implements its network).
+# dependency pulls a multi-GB CUDA build), then the package with a constraint file (the dev extra brings
+# librosa + resampy for the aisfx reference test), then aisfx without its 2022-era pins (librosa==0.9.2,
+# numpy==1.23: it ships weights only; asdzoo re-implements its network, and the test runs the wheel's code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

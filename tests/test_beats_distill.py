@@ -10,11 +10,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import asdzoo
-from asdzoo.audio.separation import prepare_pseudo_clean, separate
+from asdzoo.audio.separation import separate
+from asdzoo.data.pseudo_clean import prepare_pseudo_clean
 from asdzoo.data.task2 import Task2DataModule
 from asdzoo.hub import install, save_pretrained
-from asdzoo.pipeline import dev_official_score
 from asdzoo.systems.beats_distill import BeatsDistillStudent, BeatsDistillTeacher, negative_snr
+from asdzoo.tasks.task2 import dev_official_score
 
 from conftest import TINY_BEATS, fit_quietly, machine_batches
 

@@ -6,19 +6,19 @@ import pytest
 import torch
 
 import asdzoo
+from asdzoo.cards import render_model_card
 from asdzoo.hub import (
-    ZOO,
     ModelNotFoundError,
     WeightsNotAvailableError,
     install,
     list_models,
     load_pretrained_dir,
     publish,
-    render_model_card,
     save_pretrained,
 )
 from asdzoo.systems.ae_baseline import AEBaseline
 from asdzoo.systems.genrep import GenRep
+from asdzoo.zoo import ZOO, ZooEntry
 
 from conftest import machine_batches
 
@@ -76,19 +76,16 @@ def test_offline_hub_miss_is_one_clear_fast_error(monkeypatch):
 
 
 def test_entry_without_weights_says_how_to_get_them(monkeypatch):
-    from asdzoo.hub import ZooEntry
-
+    ae = "asdzoo.systems.ae_baseline:AEBaseline"
     monkeypatch.setitem(
         ZOO,
         "needs-training",
-        ZooEntry(
-            "needs-training", None, "task2", "d", "p", "MIT", "train-locally", card_notes="train with train_cli.py"
-        ),
+        ZooEntry("needs-training", ae, "task2", "d", "p", "MIT", "train-locally", card_notes="train with train_cli.py"),
     )
     with pytest.raises(WeightsNotAvailableError, match="asdzoo install DIR --name needs-training"):
         asdzoo.load("needs-training")
     monkeypatch.setitem(
-        ZOO, "on-hub", ZooEntry("on-hub", None, "task2", "d", "p", "MIT", "published", hub_repo="org/on-hub")
+        ZOO, "on-hub", ZooEntry("on-hub", ae, "task2", "d", "p", "MIT", "published", hub_repo="org/on-hub")
     )
     with pytest.raises(WeightsNotAvailableError, match="org/on-hub"):
         asdzoo.load("on-hub", local_files_only=True)

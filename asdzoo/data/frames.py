@@ -20,20 +20,11 @@ def clip_vectors(waves: torch.Tensor, lengths: torch.Tensor | None, **feature_ar
 
 
 class LogMelFrameDataModule(L.LightningDataModule):
-    """Training vectors of ``<root>/<machine>/train`` (one model per machine, as the official baseline)."""
+    """Training vectors of ``<root>/<machine>/train`` (one model per machine, as the official baseline). The
+    feature settings (``feature_args``: n_mels, frames, n_fft, hop_length) come from the model being trained, so
+    they are declared once and ``--model.n_mels 64`` changes both."""
 
-    def __init__(
-        self,
-        root: str,
-        machine: str,
-        batch_size: int = 256,
-        n_mels: int = 128,
-        frames: int = 5,
-        n_fft: int = 1024,
-        hop_length: int = 512,
-        channels: int = 2,
-        num_workers: int = 0,
-    ):
+    def __init__(self, root: str, machine: str, batch_size: int = 256, channels: int = 2, num_workers: int = 0):
         super().__init__()
         self.root, self.machine, self.batch_size, self.channels, self.num_workers = (
             root,
@@ -42,11 +33,15 @@ class LogMelFrameDataModule(L.LightningDataModule):
             channels,
             num_workers,
         )
-        self.feature_args = dict(n_mels=n_mels, frames=frames, n_fft=n_fft, hop_length=hop_length)
 
     def setup(self, stage: str | None = None) -> None:
-        if hasattr(self, "vectors"):
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        feature_args = getattr(model, "feature_args", None)
+        if feature_args is None:
+            raise ValueError(f"{type(self).__name__} needs a model with feature_args (e.g. AEBaseline) to train")
+        if getattr(self, "feature_args", None) == feature_args:
             return
+        self.feature_args = dict(feature_args)
         ds = Task2Dataset(scan_clips(self.root, self.machine, "train"), channels=self.channels)
         vecs, doms = [], []
         for item in ds:

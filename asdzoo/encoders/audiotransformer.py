@@ -157,17 +157,6 @@ class Dasheng(AudioTransformerBase):
             layer,
             official_batch_top_db,
         )
-        self._config = dict(
-            checkpoint=checkpoint,
-            layer=layer,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            target_length=target_length,
-            patch_size=list(patch_size),
-            patch_stride=list(patch_stride),
-            official_batch_top_db=official_batch_top_db,
-        )
         self.hop_patch = 160 * patch_stride[1]
         if state is not None:
             self.load_state_dict(state, strict=True)
@@ -228,17 +217,6 @@ class CED(AudioTransformerBase):
             target_length // 16,
             layer,
             official_batch_top_db,
-        )
-        self._config = dict(
-            checkpoint=checkpoint,
-            layer=layer,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            target_length=target_length,
-            outputdim=outputdim,
-            official_chunk_quirk=official_chunk_quirk,
-            official_batch_top_db=official_batch_top_db,
         )
         self.official_chunk_quirk = official_chunk_quirk
         self.outputlayer = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, outputdim))

@@ -11,20 +11,18 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from asdzoo.config import CapturesInit
 
-class Encoder(nn.Module):
-    """Base class: subclasses set ``sample_rate`` and ``embed_dim`` and implement ``forward``."""
+
+class Encoder(CapturesInit, nn.Module):
+    """Base class: subclasses set ``sample_rate`` and ``embed_dim`` and implement ``forward``; ``config`` holds the
+    constructor arguments (:mod:`asdzoo.config`)."""
 
     sample_rate: int = 16000
     embed_dim: int
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"{type(self).__name__} must implement forward(wave, lengths)")
-
-    @property
-    def config(self) -> dict:
-        """Constructor arguments (JSON) that rebuild this encoder."""
-        return dict(self._config)
 
 
 def full_lengths(wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

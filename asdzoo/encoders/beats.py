@@ -219,7 +219,6 @@ class BEATs(Encoder):
             cfg_dict = {**cfg_dict, **ckpt["cfg"], **overrides}
             state = ckpt["model"]
         self.cfg = BEATsConfig.from_dict(cfg_dict)
-        self._config = dict(cfg=asdict(self.cfg), layer=layer, fbank_window=fbank_window)
         self.layer = layer
         self.sample_rate = 16000
         self.embed_dim = self.cfg.encoder_embed_dim
@@ -237,6 +236,10 @@ class BEATs(Encoder):
         self.label_dict = ckpt.get("label_dict") if checkpoint is not None else None
         if state is not None:
             self.load_official_state_dict(state)
+
+    def saved_config(self, config: dict) -> dict:
+        """The architecture as read from the checkpoint, so the config alone describes the network."""
+        return config | {"cfg": asdict(self.cfg)}
 
     def load_official_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Strict load of an official state dict (weight-normed positional conv folded here, once)."""

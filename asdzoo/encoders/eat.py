@@ -45,17 +45,6 @@ class EAT(Encoder):
             max_time_patches = state[PREFIX + "fixed_positional_encoder.positions"].shape[1] // 8
         if granularity not in ("frame", "utterance"):
             raise ValueError("granularity must be 'frame' (patch tokens averaged over frequency) or 'utterance' (CLS)")
-        self._config = dict(
-            checkpoint=checkpoint,
-            layer=layer,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            max_time_patches=max_time_patches,
-            target_length=target_length,
-            granularity=granularity,
-        )
         self.sample_rate, self.embed_dim, self.layer = 16000, embed_dim, layer
         self.target_length, self.granularity = target_length, granularity
         enc = nn.Module()

@@ -37,7 +37,6 @@ class ASTEncoder(Encoder):
         super().__init__()
         from transformers import ASTConfig, ASTModel
 
-        self._config = dict(checkpoint=checkpoint, layer=layer, config=config)
         self.model = _build(ASTModel, ASTConfig, checkpoint, config)
         c = self.model.config
         self.layer, self.sample_rate, self.embed_dim = layer, 16000, c.hidden_size
@@ -85,7 +84,6 @@ class ClapEncoder(Encoder):
         super().__init__()
         from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapFeatureExtractor
 
-        self._config = dict(checkpoint=checkpoint, layer=layer, config=config, project=project)
         self.model = _build(ClapAudioModelWithProjection, ClapAudioConfig, checkpoint, config)
         c = self.model.config
         self.fusion = bool(c.enable_fusion)
@@ -127,7 +125,6 @@ class WavLMEncoder(Encoder):
         super().__init__()
         from transformers import WavLMConfig, WavLMModel
 
-        self._config = dict(checkpoint=checkpoint, layer=layer, config=config, normalize=normalize)
         self.model = _build(WavLMModel, WavLMConfig, checkpoint, config)
         # transformers forces requires_grad on the (sliced, non-leaf) input in training mode for gradient
         # checkpointing; the convolution weights still train without it

@@ -24,9 +24,6 @@ class LogMelEncoder(Encoder):
         floor_db: float = -100.0,
     ):
         super().__init__()
-        self._config = dict(
-            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, floor_db=floor_db
-        )
         self.sample_rate = sample_rate
         self.embed_dim = n_mels
         self.n_fft, self.hop_length, self.n_mels, self.floor_db = n_fft, hop_length, n_mels, floor_db

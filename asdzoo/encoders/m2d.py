@@ -131,9 +131,6 @@ class M2D(Encoder):
                 "average_per_time_frame": average_per_time_frame,
             }
         )
-        self._config = dict(
-            checkpoint=checkpoint, layer=layer, **{k: v for k, v in asdict(self.cfg).items()}, num_classes=num_classes
-        )
         self.layer = layer
         self.backbone = M2DViT(self.cfg)
         self.sample_rate = 16000  # protocol input rate; resampled to cfg.sample_rate inside

@@ -64,7 +64,12 @@ class EvaluationResult:
 
     @property
     def official_score(self) -> float:
-        return official_score([v for s in self.sections for v in s.official_triplet])
+        """Harmonic mean in the evaluator's order: every AUC(source), then every AUC(target), then every pAUC.
+
+        (The order only moves the last bit, but it lets the result CSV reproduce the official file exactly.)
+        """
+        trip = [s.official_triplet for s in self.sections]
+        return official_score([t[k] for k in range(3) for t in trip])
 
     def machine_total(self, machine: str) -> float:
         """Extra column ("TOTAL"): harmonic mean of one machine's AUC(s), AUC(t), pAUC values."""
@@ -265,7 +270,8 @@ def jackknife_ci95(fn, y_true: np.ndarray, y_score: np.ndarray) -> float:
     idx = np.arange(n)
     thetas = np.array([fn(y_true[idx != i], y_score[idx != i]) for i in range(n)])
     sigma = np.sqrt(np.sum((thetas - thetas.mean()) ** 2) / (n * (n - 1)))
-    return float(abs(scipy.stats.t.ppf(0.025, n - 1)) * sigma)
+    confidence = 0.95  # the quantile is taken at (1 - 0.95) / 2 = 0.025000000000000022, as the evaluator does
+    return float(abs(scipy.stats.t.ppf((1 - confidence) / 2, n - 1)) * sigma)
 
 
 def _fmt(v) -> str:

@@ -2,6 +2,10 @@
 
 Distances: cosine ``1 − <a, b>`` on L2-normalised embeddings, or Euclidean. Training-set statistics are
 computed leave-one-out on the bank itself, never from test data.
+
+Training scores are leave-one-out: a clip never finds itself. For the LDN backends they are exact (clip i
+gets the score of a backend fitted on every other clip: the local densities ρ of the other clips are
+recomputed without clip i too, issue 11; O(N²) per bank, N ≈ 1000 per machine).
 """
 
 from __future__ import annotations
@@ -69,6 +73,40 @@ class MemoryBank:
         ratios = np.sort(dist / np.maximum(rho[idx], 1e-12), axis=1)
         return ratios[:, :k].mean(axis=1)
 
+    def held_out_ldn_scores(self, k: int, neighbors: int, block: int = 512) -> np.ndarray:
+        """Exact leave-one-out LDN scores of the bank's own items: item i scored by the bank without item i,
+        with the other items' densities ρ recomputed without item i too (issue 11). O(N²); NaN for a
+        one-item bank (nothing is left)."""
+        n = len(self)
+        if n < 2:
+            return np.full(n, np.nan)
+        dist, idx = self.search(self.embeddings, n - 1, exclude_self=True)  # [N, N-1], nearest first
+        out = np.empty(n)
+        for lo in range(0, n, block):
+            rows = np.arange(lo, min(lo + block, n))
+            # d(i, j) for every j, with the held-out item itself at +inf so it is never among the k smallest
+            d_ij = np.full((len(rows), n), np.inf)
+            d_ij[np.arange(len(rows))[:, None], idx[rows]] = dist[rows]
+            rho = _held_out_densities(dist, idx, neighbors, rows) if n > 2 else np.ones((len(rows), n))
+            ratios = np.sort(d_ij / np.maximum(rho, 1e-12), axis=1)
+            out[rows] = ratios[:, : min(k, n - 1)].mean(axis=1)
+        return out
+
+
+def _held_out_densities(dist: np.ndarray, idx: np.ndarray, neighbors: int, rows: np.ndarray) -> np.ndarray:
+    """``out[r, j]``: item j's ``local_density(neighbors)`` in the bank without item ``rows[r]`` (the removed
+    item's own column is 1 and never used). ``dist, idx``: every item's distances to all others, nearest
+    first ([N, N-1]); needs N > 2."""
+    n = len(dist)
+    m = min(neighbors, n - 2)  # the smaller bank leaves each item N - 2 others
+    base = dist[:, :m].mean(axis=1)  # j keeps its m nearest when the removed item is not among them
+    swapped = (dist[:, : m + 1].sum(axis=1, keepdims=True) - dist[:, :m]) / m  # [j, p]: idx[j, p] removed
+    out = np.repeat(base[None, :], len(rows), axis=0)
+    j, p = np.nonzero((idx[:, :m] >= rows[0]) & (idx[:, :m] <= rows[-1]))
+    out[idx[j, p] - rows[0], j] = swapped[j, p]
+    out[np.arange(len(rows)), rows] = 1.0
+    return out
+
 
 @dataclass
 class BackendConfig:
@@ -133,13 +171,24 @@ class KnnBackend:
         return np.min([self._bank_scores(d, q, False) for d in self.banks], axis=0)
 
     def train_scores(self) -> np.ndarray:
-        """Leave-one-out scores of the training clips (each clip's own bank entry is excluded)."""
-        if None in self.banks:
-            return self._bank_scores(None, self.embeddings, True)
+        """Leave-one-out scores of the training clips: each clip is scored without its own bank entry.
+
+        LDN backends (ldn, dldn, wdbldn) are exact leave-one-out: the other clips' densities ρ are recomputed
+        without the clip as well, so clip i gets what a backend fitted on every other clip would give it.
+        domain_z keeps the statistics of the whole training bank, the fixed normaliser that test clips get too.
+        Banks of other domains never held the clip: they score it as a query."""
         out = np.empty(len(self.embeddings))
         for d in self.banks:
-            own = self.domains == d
-            scores = [self._bank_scores(d, self.embeddings[own], True)]
-            scores += [self._bank_scores(o, self.embeddings[own], False) for o in self.banks if o != d]
-            out[own] = np.min(scores, axis=0)
+            own = np.ones(len(out), bool) if d is None else self.domains == d
+            scores = [self._bank_scores(o, self.embeddings[own], False) for o in self.banks if o != d]
+            if own.sum() > 1:  # a one-clip domain leaves no bank of its own behind
+                scores.append(self._own_bank_scores(d))
+            out[own] = np.min(scores, axis=0) if scores else np.nan
         return out
+
+    def _own_bank_scores(self, d) -> np.ndarray:
+        cfg, bank = self.cfg, self.banks[d]
+        if cfg.backend not in ("ldn", "dldn", "wdbldn"):
+            return self._bank_scores(d, bank.embeddings, exclude_self=True)
+        s = bank.held_out_ldn_scores(cfg.k, cfg.ldn_neighbors)
+        return cfg.target_weight * s if cfg.backend == "wdbldn" and d == 1 else s

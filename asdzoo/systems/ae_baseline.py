@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from asdzoo.config import CapturesInit
 from asdzoo.data.frames import clip_vectors
+from asdzoo.nn.batching import map_batches
 
 SCORE_TYPES = ("mse", "mahalanobis")
 
@@ -26,7 +28,10 @@ def _block(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Linear(cin, cout), nn.BatchNorm1d(cout, momentum=0.01, eps=1e-3), nn.ReLU()]
 
 
-class AEBaseline(L.LightningModule):
+class AEBaseline(CapturesInit, L.LightningModule):
+    """The feature settings live here only; :class:`~asdzoo.data.frames.LogMelFrameDataModule` reads them from the
+    model it trains, so model and data can never disagree on the vector size."""
+
     def __init__(
         self,
         n_mels: int = 128,
@@ -45,8 +50,6 @@ class AEBaseline(L.LightningModule):
         if score_type not in SCORE_TYPES:
             raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
         self.save_hyperparameters()
-        # constructor arguments only (LightningCLI adds private keys such as _class_path to hparams)
-        self.config = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
         dim = n_mels * frames
         self.feature_args = dict(n_mels=n_mels, frames=frames, n_fft=n_fft, hop_length=hop_length)
         self.encoder = nn.Sequential(
@@ -88,12 +91,7 @@ class AEBaseline(L.LightningModule):
     @torch.no_grad()
     def fit_covariances(self, vectors: torch.Tensor, domains: torch.Tensor) -> None:
         self.eval()
-        err = torch.cat(
-            [
-                vectors[i : i + 4096] - self(vectors[i : i + 4096].to(self.device)).cpu()
-                for i in range(0, len(vectors), 4096)
-            ]
-        ).double()
+        err = map_batches(lambda v, _: v - self(v.to(self.device)).cpu(), vectors, batch_size=4096).double()
         for d in (0, 1):
             e = err[domains == d]
             if len(e) > 1:
@@ -104,12 +102,17 @@ class AEBaseline(L.LightningModule):
     def fit(
         self, waves: torch.Tensor, domains, lengths: torch.Tensor | None = None, progress: bool = False
     ) -> AEBaseline:
-        """Train on the normal clips ``[N, C, S]`` of one machine, then fit the error covariances."""
+        """Train a fresh model on the normal clips ``[N, C, S]`` of one machine, then fit the error covariances.
+        The weights are re-initialised from ``seed`` first: torch's process-wide generator is seeded at random, so
+        without this the same call gave other scores in every process."""
         vecs = clip_vectors(waves, lengths, **self.feature_args)
         domains = torch.as_tensor(domains)
         x = torch.cat(vecs)
         d = torch.cat([torch.full((len(v),), int(domains[i])) for i, v in enumerate(vecs)])
         L.seed_everything(self.hparams.seed, verbose=False)
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         loader = DataLoader(TensorDataset(x, d), self.hparams.batch_size, shuffle=True)
         trainer = L.Trainer(

@@ -25,11 +25,16 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from asdzoo.config import CapturesInit
 from asdzoo.encoders.beats import BEATs
+from asdzoo.hub import load_pretrained_dir
+from asdzoo.nn.batching import map_batches
 from asdzoo.nn.enhance import GatedCrossAttentionFusion, MaskEnhancer
 from asdzoo.nn.heads import EmbeddingHead, SubClusterAdaCos
+from asdzoo.nn.lora import with_lora
+from asdzoo.nn.multicrop import mean_per_clip, segment_crops
+from asdzoo.scoring.bank_detector import BankDetector
 from asdzoo.scoring.knn import BackendConfig
-from asdzoo.systems.detector import BankDetector
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -39,8 +44,6 @@ def lora_beats(
     beats: dict | None, checkpoint: str | None, fbank_window: str, rank: int, alpha: int, warn_random_init: bool
 ):
     """BEATs from an official checkpoint (or random weights, loudly) wrapped with peft LoRA on q/v projections."""
-    from peft import LoraConfig, get_peft_model
-
     if checkpoint is None and warn_random_init:
         msg = (
             "beats-distill: NO upstream BEATs checkpoint given (beats_checkpoint: null) - starting from RANDOM "
@@ -50,9 +53,7 @@ def lora_beats(
         warnings.warn(msg, stacklevel=3)
         log.warning(msg)
     enc = BEATs(cfg=beats, checkpoint=checkpoint, fbank_window=fbank_window)
-    return get_peft_model(
-        enc, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
-    )
+    return with_lora(enc, rank, alpha, ["q_proj", "v_proj"])
 
 
 def _zero_padding(wave: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -71,92 +72,10 @@ class _SharedSlot(list):
         return self
 
 
-class _DistillBase(BankDetector, L.LightningModule):
-    """Shared by teacher and student: LoRA BEATs, embedding head, AdaCos classifier, kNN detector interface.
-    Subclasses declare their arguments (LightningCLI reads the signature), save them, then call :meth:`build`."""
-
-    def build(self) -> None:
-        hp = self.hparams
-        self.encoder = lora_beats(
-            hp.beats, hp.beats_checkpoint, hp.fbank_window, hp.lora_rank, hp.lora_alpha, hp.warn_random_init
-        )
-        self.head = EmbeddingHead(self.beats.embed_dim, hp.asp_hidden, hp.embed_dim)
-        self.classifier = SubClusterAdaCos(hp.embed_dim, hp.num_classes, hp.sub_centers) if hp.num_classes else None
-        self.backend_cfg = BackendConfig(metric="cosine", k=1, backend=hp.score_norm)
-        self.segment = int(hp.segment_seconds * SAMPLE_RATE)
-
-    @property
-    def beats(self) -> BEATs:
-        """The BEATs model inside the LoRA wrapper."""
-        return self.encoder.get_base_model()
-
-    @property
-    def config(self) -> dict:
-        """Constructor arguments that rebuild this model without the upstream checkpoint (weights come with it)."""
-        cfg = {k: v for k, v in self.hparams.items() if not k.startswith("_") and k != "teacher"}
-        return cfg | {
-            "beats": asdict(self.beats.cfg),
-            "beats_checkpoint": None,
-            "warn_random_init": False,
-            "num_classes": None if self.classifier is None else self.classifier.num_classes,
-        }
-
-    def _ensure_classifier(self, num_classes: int) -> None:
-        if self.classifier is None:
-            self.classifier = SubClusterAdaCos(self.hparams.embed_dim, num_classes, self.hparams.sub_centers).to(
-                self.device
-            )
-            self.hparams.num_classes = num_classes
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
-
-    # -- detector interface (BankDetector) --------------------------------------------------------------
-    def _crops(self, wave: torch.Tensor, lengths: torch.Tensor | None):
-        """Overlapping training-length crops (hop: half a segment) of every clip: (crops, crop lengths, clip index)."""
-        lengths = torch.full((len(wave),), wave.shape[-1]) if lengths is None else lengths.cpu()
-        crops, lens, owner = [], [], []
-        for i, n in enumerate(lengths.tolist()):
-            starts = [0] if n <= self.segment else list(range(0, n - self.segment + 1, self.segment // 2))
-            if n > self.segment and starts[-1] + self.segment < n:
-                starts.append(n - self.segment)
-            for s0 in starts:
-                seg = wave[i, ..., s0 : s0 + min(n, self.segment)]
-                crops.append(seg)
-                lens.append(seg.shape[-1])
-                owner.append(i)
-        longest = max(lens)
-        batch = torch.stack([F.pad(c, (0, longest - c.shape[-1])) for c in crops])
-        return batch, torch.tensor(lens, device=wave.device), torch.tensor(owner)
-
-    @torch.no_grad()
-    def crop_embeddings(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, batch_size: int = 8):
-        self.eval()
-        crops, lens, owner = self._crops(wave, lengths)
-        z = torch.cat(
-            [
-                F.normalize(self.embed_batch(crops[i : i + batch_size], lens[i : i + batch_size]), dim=-1)
-                for i in range(0, len(crops), batch_size)
-            ]
-        )
-        return z, owner
-
-    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Clip embeddings (the normalised mean of a long clip's crop embeddings) for the memory bank."""
-        z, owner = self.crop_embeddings(wave, lengths)
-        mean = torch.zeros(len(wave), z.shape[-1]).index_add_(0, owner, z.cpu())
-        return {"main": F.normalize(mean, dim=-1)}
-
-    def score(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Multi-crop scoring: every crop is scored against the bank and a clip's crop scores are averaged."""
-        z, owner = self.crop_embeddings(wave, lengths)
-        crop_scores = torch.from_numpy(self.branch_scores({"main": z.cpu()})["main"])
-        total = torch.zeros(len(wave), dtype=torch.float64).index_add_(0, owner, crop_scores)
-        return total / torch.bincount(owner, minlength=len(wave)).double()
-
-
-class BeatsDistillTeacher(_DistillBase):
-    """Stage 1: LoRA BEATs on pseudo-clean waveforms with a sub-cluster AdaCos objective."""
+class _DistillBase(CapturesInit, BankDetector, L.LightningModule):
+    """Shared by teacher and student: LoRA BEATs, embedding head, AdaCos classifier, kNN detector interface. The
+    arguments both stages take are declared here once; the student adds its own and passes the rest on
+    (LightningCLI follows ``**kwargs`` to this signature)."""
 
     def __init__(
         self,
@@ -176,7 +95,64 @@ class BeatsDistillTeacher(_DistillBase):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.build()
+        self.encoder = lora_beats(beats, beats_checkpoint, fbank_window, lora_rank, lora_alpha, warn_random_init)
+        self.head = EmbeddingHead(self.beats.embed_dim, asp_hidden, embed_dim)
+        self.classifier = SubClusterAdaCos(embed_dim, num_classes, sub_centers) if num_classes else None
+        self.backend_cfg = BackendConfig(metric="cosine", k=1, backend=score_norm)
+        self.segment = int(segment_seconds * SAMPLE_RATE)
+
+    @property
+    def beats(self) -> BEATs:
+        """The BEATs model inside the LoRA wrapper."""
+        return self.encoder.get_base_model()
+
+    def saved_config(self, config: dict) -> dict:
+        """Rebuilds without the upstream checkpoint (the saved weights hold it), the teacher (never part of the
+        student) or the data module (the number of classes it learnt)."""
+        return (
+            config
+            | {
+                "beats": asdict(self.beats.cfg),
+                "beats_checkpoint": None,
+                "warn_random_init": False,
+                "num_classes": None if self.classifier is None else self.classifier.num_classes,
+            }
+            | ({"teacher": None} if "teacher" in config else {})
+        )
+
+    def _ensure_classifier(self, num_classes: int) -> None:
+        if self.classifier is None:
+            self.classifier = SubClusterAdaCos(self.hparams.embed_dim, num_classes, self.hparams.sub_centers).to(
+                self.device
+            )
+            self.hparams.num_classes = num_classes
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
+
+    # -- detector interface (BankDetector) --------------------------------------------------------------
+    @torch.no_grad()
+    def crop_embeddings(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, batch_size: int = 8):
+        """Normalised embeddings of every training-length crop (:mod:`asdzoo.nn.multicrop`) and the owning clips."""
+        self.eval()
+        crops, lens, owner = segment_crops(wave, lengths, self.segment)
+        z = map_batches(lambda w, n: F.normalize(self.embed_batch(w, n), dim=-1), crops, lens, batch_size)
+        return z, owner
+
+    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Clip embeddings (the normalised mean of a long clip's crop embeddings) for the memory bank."""
+        z, owner = self.crop_embeddings(wave, lengths)
+        return {"main": F.normalize(mean_per_clip(z.cpu(), owner, len(wave)), dim=-1)}
+
+    def score(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Multi-crop scoring: every crop is scored against the bank and a clip's crop scores are averaged."""
+        z, owner = self.crop_embeddings(wave, lengths)
+        crop_scores = torch.from_numpy(self.branch_scores({"main": z.cpu()})["main"])
+        return mean_per_clip(crop_scores, owner, len(wave))
+
+
+class BeatsDistillTeacher(_DistillBase):
+    """Stage 1: LoRA BEATs on pseudo-clean waveforms with a sub-cluster AdaCos objective."""
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -209,29 +185,16 @@ class BeatsDistillStudent(_DistillBase):
     def __init__(
         self,
         teacher: str | None = None,
-        beats: dict | None = None,
-        beats_checkpoint: str | None = None,
-        fbank_window: str = "hamming",
-        lora_rank: int = 64,
-        lora_alpha: int = 64,
-        asp_hidden: int = 128,
-        embed_dim: int = 128,
-        sub_centers: int = 16,
-        num_classes: int | None = None,
-        lr: float = 1e-4,
-        segment_seconds: float = 12.0,
         enhancer: dict | None = None,
         fusion_heads: int = 4,
         lambda_kd: float = 1.0,
         tau: float = 2.0,
         lambda_se: float = 0.01,
         init_from_teacher: bool = True,
-        score_norm: str = "domain_z",
-        warn_random_init: bool = True,
+        **kwargs,
     ):
-        super().__init__()
-        self.save_hyperparameters()
-        self.build()
+        """``teacher``: the stage-1 model's saved folder; ``**kwargs``: the arguments shared with the teacher."""
+        super().__init__(**kwargs)
         self.enhancer = MaskEnhancer(**(enhancer or {}))
         self.fusion = GatedCrossAttentionFusion(self.beats.embed_dim, fusion_heads)
         self._teacher = _SharedSlot()  # kept out of the module tree: never trained, never saved with the student
@@ -239,8 +202,6 @@ class BeatsDistillStudent(_DistillBase):
     @property
     def teacher(self) -> BeatsDistillTeacher:
         if not self._teacher:
-            from asdzoo.hub import load_pretrained_dir
-
             if not self.hparams.teacher:
                 raise ValueError("the student needs the stage-1 teacher: set model.teacher to its saved folder")
             t = load_pretrained_dir(self.hparams.teacher, self.device)

@@ -16,11 +16,14 @@ import torch
 from torch import nn
 
 from asdzoo.audio.channels import softmask_enhance
+from asdzoo.config import CapturesInit
 from asdzoo.encoders import load_encoder
+from asdzoo.nn.batching import map_batches
 from asdzoo.nn.pooling import l2_normalize, pool, preprocess
+from asdzoo.scoring.bank_detector import BankDetector
+from asdzoo.scoring.cache import code_digest, weights_digest
 from asdzoo.scoring.fusion import fuse
 from asdzoo.scoring.knn import BackendConfig
-from asdzoo.systems.detector import BankDetector, batches
 
 # name -> (kind, parameter): paper 001 §2.3, seven configurations
 INPUT_METHODS = {
@@ -79,8 +82,9 @@ class PoolingConfig:
         return l2_normalize(pool(preprocess(frames, self.tau, self.rho), mask, self.method, self.p, self.alpha))
 
 
-class GenRep(BankDetector, nn.Module):
-    """Training-free detector; ``fit`` builds the per-machine memory banks, ``score`` returns kNN scores."""
+class GenRep(CapturesInit, BankDetector, nn.Module):
+    """Training-free detector; ``fit`` builds the per-machine memory banks, ``score`` returns kNN scores.
+    Meets the Task 2 frame interface, so the pipeline caches its encoder frames."""
 
     def __init__(
         self,
@@ -95,22 +99,16 @@ class GenRep(BankDetector, nn.Module):
         super().__init__()
         if input_method not in INPUT_METHODS:
             raise ValueError(f"unknown input method {input_method!r}; choose from {list(INPUT_METHODS)}")
-        self.config = dict(
-            encoder=encoder,
-            encoder_args=dict(encoder_args or {}),
-            layer=layer,
-            input_method=input_method,
-            pooling=dict(pooling or {}),
-            backend=dict(backend or {}),
-            batch_size=batch_size,
-        )
-        self.encoder = load_encoder(encoder, layer=layer, **self.config["encoder_args"])
+        self.encoder = load_encoder(encoder, layer=layer, **(encoder_args or {}))
         self.encoder.requires_grad_(False).eval()
         self.input_method = input_method
-        self.pooling = PoolingConfig(**self.config["pooling"])
-        self.backend_cfg = BackendConfig(**self.config["backend"])
+        self.pooling = PoolingConfig(**(pooling or {}))
+        self.backend_cfg = BackendConfig(**(backend or {}))
         self.batch_size = batch_size
         self._fitted: dict | None = None
+
+    def saved_config(self, config: dict) -> dict:
+        return config | {k: dict(config[k] or {}) for k in ("encoder_args", "pooling", "backend")}
 
     def configured(self, pooling: dict, backend: dict, input_method: str | None = None) -> GenRep:
         """An unfitted copy with other pooling/backend (and input method) settings sharing this frozen encoder."""
@@ -118,7 +116,7 @@ class GenRep(BankDetector, nn.Module):
         if method not in INPUT_METHODS:
             raise ValueError(f"unknown input method {method!r}; choose from {list(INPUT_METHODS)}")
         other = copy.copy(self)
-        other.config = {**self.config, "pooling": dict(pooling), "backend": dict(backend), "input_method": method}
+        other.reconfigured(pooling=dict(pooling), backend=dict(backend), input_method=method)
         other.pooling, other.backend_cfg, other._fitted = PoolingConfig(**pooling), BackendConfig(**backend), None
         other.input_method = method
         return other
@@ -152,8 +150,30 @@ class GenRep(BankDetector, nn.Module):
 
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Clip embeddings per branch (``main``, or ``near``/``enh``/``stereo`` for soft-mask methods)."""
-        parts = [self.branches_from_frames(self.view_frames(w, n)) for w, n in batches(wave, lengths, self.batch_size)]
-        return {b: torch.cat([p[b] for p in parts]) for b in parts[0]}
+        return map_batches(
+            lambda w, n: self.branches_from_frames(self.view_frames(w, n)), wave, lengths, self.batch_size
+        )
+
+    # -- Task 2 frame interface (asdzoo.tasks.task2.FrameDetector) -----------------------------------
+    def frame_views(self) -> tuple[str, ...]:
+        return views_for(self.input_method)
+
+    def frame_cache_key(self) -> dict:
+        """Frames depend on the encoder (class, arguments, weights), the front-end code and, for the enhanced
+        view only, the soft-mask parameters of the input method."""
+        return {
+            "encoder": f"{type(self.encoder).__module__}.{type(self.encoder).__name__}",
+            "encoder_config": self.encoder.config,
+            "weights": weights_digest(self.encoder),
+            "code": code_digest("audio", "encoders"),
+            "input_method": self.input_method if "enh" in self.frame_views() else None,
+        }
+
+    def fit_frames(self, frames: dict[str, tuple[torch.Tensor, torch.Tensor]], domains) -> GenRep:
+        return self.fit_embeddings(self.branches_from_frames(frames), domains)
+
+    def score_frames(self, frames: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+        return self.score_embeddings(self.branches_from_frames(frames))
 
     def combine_branches(self, per_branch: dict[str, np.ndarray]) -> np.ndarray:
         """One branch as is; the soft-mask methods' three branches fused with eq. 13's weights."""

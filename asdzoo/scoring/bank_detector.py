@@ -1,31 +1,11 @@
-"""What every Task 2 detector offers: fit on normal clips of one machine, score clips, decide."""
+"""kNN memory banks over clip embeddings as a Task 2 detector: any system that can embed a clip composes it."""
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
 import torch
 
-
-def batches(waves: torch.Tensor, lengths: torch.Tensor | None, batch_size: int):
-    """Yield ``(wave, lengths)`` slices of a ``[N, C, S]`` tensor."""
-    for i in range(0, len(waves), batch_size):
-        yield waves[i : i + batch_size], None if lengths is None else lengths[i : i + batch_size]
-
-
-def decision_threshold(train_scores: np.ndarray, quantile: float = 0.9) -> float:
-    """As the official baseline: the ``quantile`` point of a gamma distribution fitted to training scores
-    (falls back to the empirical quantile when the fit is degenerate)."""
-    s = np.asarray(train_scores, dtype=float)
-    shift = s.min() - 1e-6 if s.min() <= 0 else 0.0
-    try:
-        shape, loc, scale = scipy.stats.gamma.fit(s - shift)
-        thr = float(scipy.stats.gamma.ppf(quantile, shape, loc=loc, scale=scale)) + shift
-        if np.isfinite(thr):
-            return thr
-    except (ValueError, RuntimeError, FloatingPointError):
-        pass
-    return float(np.quantile(s, quantile))
+from asdzoo.scoring.knn import KnnBackend
 
 
 class BankDetector:
@@ -43,8 +23,6 @@ class BankDetector:
         return per_branch["main"]
 
     def fit_embeddings(self, emb: dict[str, torch.Tensor], domains):
-        from asdzoo.scoring.knn import KnnBackend
-
         domains = np.asarray(torch.as_tensor(domains).cpu())
         self._fitted = {"domains": domains, "embeddings": {b: e.float().cpu().numpy() for b, e in emb.items()}}
         self._backends = {b: KnnBackend(self.backend_cfg, e, domains) for b, e in self._fitted["embeddings"].items()}

@@ -1,4 +1,12 @@
-"""Stages that turn a DCASE data root into official submission files: load, fit per machine, score, decide."""
+"""DCASE Task 2: the contract every anomaly detector meets, and the pipeline that runs any of them.
+
+A detector (:class:`AnomalyDetector`) is fitted on the normal training clips of one machine and scores clips; that is
+all the pipeline needs to fit per machine, score, set thresholds, write the official submission files and evaluate.
+Two optional parts make it better, never different: ``train_scores()`` (leave-one-out training scores for the
+decision threshold, where scoring a training clip against a bank that holds it would find itself), and the frame
+interface (:class:`FrameDetector`), through which encoder frames are computed once per file and view and kept in the
+on-disk frame cache, so re-scoring with other pooling or backend settings never re-embeds.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +14,71 @@ import copy
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+import scipy.stats
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asdzoo.atomic import atomic_path
 from asdzoo.data.task2 import Clip, Task2Dataset, channel_count, collate_clips, list_machines, scan_clips
+from asdzoo.hub import load
+from asdzoo.metrics.task2 import official_score, section_metrics
 from asdzoo.scoring.cache import FrameCache, file_digest
-from asdzoo.systems.detector import decision_threshold
+
+Frames = dict[str, tuple[torch.Tensor, torch.Tensor]]  # view -> (frames [N, T, D], valid mask [N, T])
+
+
+@runtime_checkable
+class AnomalyDetector(Protocol):
+    """What every Task 2 model offers. ``waves [N, C, S]``: channel 0 near, 1 far (C = 1 for mono data);
+    ``domains [N]``: 0 source, 1 target; ``lengths [N]``: valid samples (None = all)."""
+
+    def fit(self, waves: torch.Tensor, domains: torch.Tensor, lengths: torch.Tensor | None = None):
+        """Learn from one machine's normal training clips (memory banks, per-machine training, statistics)."""
+
+    def score(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Anomaly scores ``[N]``, higher = more anomalous."""
+
+
+@runtime_checkable
+class LeaveOneOutScores(Protocol):
+    def train_scores(self) -> np.ndarray:
+        """Scores of the training clips as unseen clips would get them (for the decision threshold)."""
+
+
+@runtime_checkable
+class FrameDetector(AnomalyDetector, Protocol):
+    """Detectors on frozen-encoder frames: the pipeline computes each view's frames once and caches them."""
+
+    def frame_views(self) -> tuple[str, ...]:
+        """Names of the encoder inputs (e.g. ``near``, ``far``) the detector needs."""
+
+    def frame_cache_key(self) -> dict:
+        """Everything that determines the frames: encoder, its arguments, weights digest, code version."""
+
+    def view_frames(self, waves: torch.Tensor, lengths: torch.Tensor | None, views: tuple[str, ...]) -> Frames: ...
+
+    def fit_frames(self, frames: Frames, domains: torch.Tensor): ...
+
+    def score_frames(self, frames: Frames) -> np.ndarray: ...
+
+
+def decision_threshold(train_scores: np.ndarray, quantile: float = 0.9) -> float:
+    """As the official baseline: the ``quantile`` point of a gamma distribution fitted to training scores
+    (falls back to the empirical quantile when the fit is degenerate)."""
+    s = np.asarray(train_scores, dtype=float)
+    shift = s.min() - 1e-6 if s.min() <= 0 else 0.0
+    try:
+        shape, loc, scale = scipy.stats.gamma.fit(s - shift)
+        thr = float(scipy.stats.gamma.ppf(quantile, shape, loc=loc, scale=scale)) + shift
+        if np.isfinite(thr):
+            return thr
+    except (ValueError, RuntimeError, FloatingPointError):
+        pass
+    return float(np.quantile(s, quantile))
 
 
 @dataclass
@@ -31,11 +95,14 @@ def load_machine(root: str | Path, machine: str) -> MachineData:
     return MachineData(machine, train, test, channel_count(train + test))
 
 
-def load_waves(clips: list[Clip], channels: int, batch_size: int = 32):
-    """Yield collated batches ``{'wave', 'lengths', 'domain', ...}`` of the clips, in order."""
-    ds = Task2Dataset(clips, channels=channels)
-    for i in range(0, len(ds), batch_size):
-        yield collate_clips([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
+def clip_batches(clips: list[Clip], channels: int, batch_size: int = 16):
+    """Collated batches ``{'wave', 'lengths', 'domain', ...}`` of the clips, in order."""
+    return DataLoader(Task2Dataset(clips, channels=channels), batch_size=batch_size, collate_fn=collate_clips)
+
+
+def all_clips(clips: list[Clip], channels: int) -> dict:
+    """Every clip in one collated batch (a machine's training set, for ``fit``)."""
+    return next(iter(clip_batches(clips, channels, batch_size=max(1, len(clips)))))
 
 
 def _pad_frames(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,8 +115,8 @@ def _pad_frames(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return frames, mask
 
 
-def view_frames(
-    model,
+def cached_frames(
+    detector: FrameDetector,
     clips: list[Clip],
     channels: int,
     views: tuple[str, ...],
@@ -57,16 +124,17 @@ def view_frames(
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "",
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+) -> Frames:
     """Encoder frames of every view of every clip, read from / written to the frame cache."""
     digests = [file_digest(c.path) for c in clips] if cache else [None] * len(clips)
     found: dict[str, list] = {v: [cache.get(d, v) if cache else None for d in digests] for v in views}
     todo = [i for i in range(len(clips)) if any(found[v][i] is None for v in views)]
     bar = tqdm(total=len(todo), desc=f"embed {desc}".strip(), unit="clip", disable=not progress or not todo)
-    for start in range(0, len(todo), batch_size):
+    for start, batch in zip(
+        range(0, len(todo), batch_size), clip_batches([clips[i] for i in todo], channels, batch_size)
+    ):
         idx = todo[start : start + batch_size]
-        batch = collate_clips([Task2Dataset([clips[i] for i in idx], channels=channels)[j] for j in range(len(idx))])
-        out = model.view_frames(batch["wave"], batch["lengths"], views)
+        out = detector.view_frames(batch["wave"], batch["lengths"], views)
         for v, (frames, mask) in out.items():
             for row, i in enumerate(idx):
                 f = frames[row, mask[row]].contiguous()
@@ -78,47 +146,43 @@ def view_frames(
     return {v: _pad_frames(found[v]) for v in views}
 
 
-def frame_cache_for(model, cache_root: str | Path | None) -> FrameCache | None:
-    if cache_root is None:
-        return None
-    enc = model.config
-    key = {
-        "encoder": enc["encoder"],
-        "encoder_args": enc["encoder_args"],
-        "layer": enc["layer"],
-        "input_method": enc["input_method"] if "enh" in _views(model) else None,
-    }
-    return FrameCache(Path(cache_root) / "frames", key)
+def frame_cache_for(detector: FrameDetector, cache_root: str | Path | None) -> FrameCache | None:
+    return None if cache_root is None else FrameCache(Path(cache_root) / "frames", detector.frame_cache_key())
 
 
-def _views(model) -> tuple[str, ...]:
-    from asdzoo.systems.genrep import views_for
-
-    return views_for(model.input_method)
+def require_detector(model) -> None:
+    if not isinstance(model, AnomalyDetector):
+        raise TypeError(
+            f"{type(model).__name__} is not a Task 2 detector: it needs fit(waves, domains, lengths) and "
+            "score(waves, lengths) (asdzoo.tasks.task2.AnomalyDetector)"
+        )
 
 
 def fit_and_score(
     model, data: MachineData, cache_root: str | Path | None = None, progress: bool = False, batch_size: int = 16
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit a copy of ``model`` on the machine's train clips; return (test scores, training scores)."""
+    require_detector(model)
     det = copy.deepcopy(model)
     train_domains = torch.tensor([int(c.domain == "target") for c in data.train])
-    if hasattr(det, "view_frames"):  # embedding detectors: go through the frame cache
-        cache = frame_cache_for(det, cache_root)
-        views = _views(det)
-        fr = view_frames(det, data.train, data.channels, views, cache, batch_size, progress, f"{data.machine}/train")
-        det.fit_embeddings(det.branches_from_frames(fr), train_domains)
-        fr = view_frames(det, data.test, data.channels, views, cache, batch_size, progress, f"{data.machine}/test")
-        return det.score_embeddings(det.branches_from_frames(fr)), det.train_scores()
-    train_set = Task2Dataset(data.train, channels=data.channels)
-    train = collate_clips([train_set[i] for i in range(len(train_set))])
-    det.fit(train["wave"], train_domains, train["lengths"])
-    test_scores = np.concatenate(
-        [det.score(b["wave"], b["lengths"]).numpy() for b in load_waves(data.test, data.channels)]
-    )
-    if hasattr(det, "train_scores"):  # bank detectors: leave-one-out scores (a clip would find itself)
-        return test_scores, det.train_scores()
-    return test_scores, det.score(train["wave"], train["lengths"]).numpy()
+    if isinstance(det, FrameDetector):
+        cache, views = frame_cache_for(det, cache_root), det.frame_views()
+        for split, clips in (("train", data.train), ("test", data.test)):
+            fr = cached_frames(det, clips, data.channels, views, cache, batch_size, progress, f"{data.machine}/{split}")
+            if split == "train":
+                det.fit_frames(fr, train_domains)
+            else:
+                test_scores = np.asarray(det.score_frames(fr))
+    else:
+        train = all_clips(data.train, data.channels)
+        det.fit(train["wave"], train_domains, train["lengths"])
+        test_scores = np.concatenate(
+            [det.score(b["wave"], b["lengths"]).numpy() for b in clip_batches(data.test, data.channels, batch_size)]
+        )
+    if isinstance(det, LeaveOneOutScores):
+        return test_scores, np.asarray(det.train_scores())
+    train_scores = [det.score(b["wave"], b["lengths"]).numpy() for b in clip_batches(data.train, data.channels)]
+    return test_scores, np.concatenate(train_scores)
 
 
 def write_submission(
@@ -147,9 +211,8 @@ def score_root(
 ) -> list[Path]:
     """``asdzoo score``: per machine, fit on ``train/``, score ``test/``, write the official files."""
     if isinstance(model, (str, Path)):
-        from asdzoo.hub import load
-
         model = load(model)
+    require_detector(model)
     available = list_machines(data_root)
     machines = machines or available
     unknown = sorted(set(machines) - set(available))
@@ -167,8 +230,6 @@ def score_root(
 def dev_official_score(model, data_root: str | Path, machines: list[str] | None = None) -> float:
     """Official score of ``model`` on a development root whose test file names carry labels and domains:
     fit per machine on ``train/``, score ``test/``, hmean over every section's AUC(s), AUC(t), pAUC."""
-    from asdzoo.metrics.task2 import official_score, section_metrics
-
     triplets = []
     for machine in machines or list_machines(data_root):
         data = load_machine(data_root, machine)
