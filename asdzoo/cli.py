@@ -121,20 +121,33 @@ def _cmd_quickstart(args) -> None:
 def _cmd_search(args) -> None:
     from asdzoo.search import SearchData, fuse_top, run_search
 
-    results, data = [], None
+    results, datas = [], []
     for enc in args.encoder:
-        sd = SearchData(args.root, enc, cache_root=_cache_root(args), machines=args.machines, progress=not args.quiet)
-        results += run_search(sd, top=args.top, full=args.full)
-        data = sd.data
-    results.sort(key=lambda c: -c.score)
-    print(f"\n{'official':>9}  configuration (encoder | input | pooling | backend)")
+        roots = [
+            SearchData(root, enc, cache_root=_cache_root(args), machines=args.machines, progress=not args.quiet)
+            for root in args.roots
+        ]
+        results += run_search(roots, top=args.top, full=args.full)
+        datas = roots
+    results.sort(key=lambda c: (-c.score, -c.mean))
+    several = len(args.roots) > 1
+    print(f"\n{'worst':>7} {'mean':>7}  configuration (encoder | input | pooling | backend)" + ("  per root" * several))
     for c in results[: args.show or None]:
-        print(f"{100 * c.score:9.2f}  {c.label}")
-    report = {"results": [dict(score=c.score, label=c.label, **c.genrep_kwargs()) for c in results]}
+        per_root = ("  " + " ".join(f"{100 * s:.2f}" for s in c.per_root)) if several else ""
+        print(f"{100 * c.score:7.2f} {100 * c.mean:7.2f}  {c.label}{per_root}")
+    report = {
+        "roots": [str(r) for r in args.roots],
+        "results": [
+            dict(worst=c.score, mean=c.mean, per_root=c.per_root, label=c.label, **c.genrep_kwargs()) for c in results
+        ],
+    }
     if args.fuse:
-        fused, chosen = fuse_top(results, data, args.fuse)
-        print(f"\nfusion of the top {len(chosen)} (equal weights, training-normal Z alignment): {100 * fused:.2f}")
-        report["fusion"] = dict(score=fused, members=[c.label for c in chosen])
+        per_root, chosen = fuse_top(results, datas, args.fuse)
+        print(
+            f"\nfusion of the top {len(chosen)} (equal weights, training-normal Z alignment): "
+            f"worst {100 * min(per_root):.2f}, mean {100 * sum(per_root) / len(per_root):.2f}"
+        )
+        report["fusion"] = dict(worst=min(per_root), per_root=per_root, members=[c.label for c in chosen])
     if args.out:
         from asdzoo.atomic import write_text
 
@@ -238,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_quickstart)
 
-    s = sub.add_parser("search", help="GenRep configuration search on a dev root")
-    s.add_argument("root")
+    s = sub.add_parser("search", help="GenRep configuration search on one or several dev roots (ranked by worst case)")
+    s.add_argument("roots", nargs="+", metavar="root")
     s.add_argument("--encoder", nargs="+", default=["logmel"])
     s.add_argument("--machines", nargs="+")
     s.add_argument("--top", type=int, default=3, help="stage-1 configurations that get the backend grid")

@@ -1,4 +1,8 @@
-"""``asdzoo search``: GenRep's configuration search on a dev root (paper 001 §2.5-2.8, Table 2).
+"""``asdzoo search``: GenRep's configuration search on one or several dev roots (paper 001 §2.5-2.8, Table 2).
+
+With several roots (presets and seeds of the built-in suite, or real dev sets) every configuration is scored on
+each, and configurations are ranked by their worst official score, the rule by which zoo defaults are chosen: a
+default must hold up on data it was not tuned on, and the mean hides a set where it breaks.
 
 Staged, as in the paper: (1) input method x preprocessing x pooling with the reference backend
 (cosine, k=1, raw); (2) the backend grid of Table 2 for the best ``--top`` stage-1 configurations.
@@ -49,10 +53,14 @@ class Candidate:
     input_method: str
     pooling: dict
     backend: dict
-    score: float = float("nan")
-    triplets: list = field(default_factory=list)
-    test_scores: dict = field(default_factory=dict)  # machine -> np.ndarray
+    score: float = float("nan")  # worst official score over the roots (the ranking key)
+    per_root: list = field(default_factory=list)  # official score on each root
+    test_scores: dict = field(default_factory=dict)  # (root index, machine) -> np.ndarray
     train_scores: dict = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_root))
 
     @property
     def label(self) -> str:
@@ -107,17 +115,24 @@ class SearchData:
     def machine_frames(self, machine: str, split: str, method: str) -> dict:
         return {v: self.frames[(machine, split, self._view_key(method, v))] for v in views_for(method)}
 
-    def evaluate(self, cand: Candidate) -> Candidate:
+    def triplets(self, cand: Candidate, root_index: int) -> list[float]:
+        """AUC(s), AUC(t), pAUC of every machine for one configuration; keeps its scores for fusion."""
         model = self.base.configured(cand.pooling, cand.backend, cand.input_method)
         trip = []
         for m, d in self.data.items():
             dom = np.array([int(c.domain == "target") for c in d.train])
             model.fit_frames(self.machine_frames(m, "train", cand.input_method), dom)
             s = model.score_frames(self.machine_frames(m, "test", cand.input_method))
-            cand.test_scores[m], cand.train_scores[m] = s, model.train_scores()
+            cand.test_scores[root_index, m], cand.train_scores[root_index, m] = s, model.train_scores()
             trip += _triplet(d, s)
-        cand.triplets, cand.score = trip, official_score(trip)
-        return cand
+        return trip
+
+
+def evaluate(cand: Candidate, roots: list[SearchData]) -> Candidate:
+    """Official score of ``cand`` on every root; ``cand.score`` is the worst of them."""
+    cand.per_root = [official_score(sd.triplets(cand, i)) for i, sd in enumerate(roots)]
+    cand.score = min(cand.per_root)
+    return cand
 
 
 def _triplet(d, scores) -> list[float]:
@@ -127,34 +142,42 @@ def _triplet(d, scores) -> list[float]:
     return [v["AUC (source)"], v["AUC (target)"], v["pAUC"]]
 
 
-def run_search(sd: SearchData, top: int = 3, full: bool = False, methods=None, log=print) -> list[Candidate]:
-    methods = methods or sd.methods()
+def run_search(roots: list[SearchData], top: int = 3, full: bool = False, methods=None, log=print) -> list[Candidate]:
+    """Every configuration of one encoder scored on every root (the same encoder in each ``SearchData``), best
+    worst-case first."""
+    encoder = roots[0].encoder
+    methods = methods or sorted(set.intersection(*(set(sd.methods()) for sd in roots)), key=list(INPUT_METHODS).index)
     if full:
         grid = itertools.product(methods, PREPROCESSING, POOLINGS, backend_grid())
-        return sorted(
-            (sd.evaluate(_cand(sd.encoder, m, pre, pl, be)) for m, pre, pl, be in grid), key=lambda c: -c.score
-        )
+        return sorted((evaluate(_cand(encoder, m, pre, pl, be), roots) for m, pre, pl, be in grid), key=_rank)
     stage1 = sorted(
         (
-            sd.evaluate(_cand(sd.encoder, m, pre, pl, REFERENCE_BACKEND))
+            evaluate(_cand(encoder, m, pre, pl, REFERENCE_BACKEND), roots)
             for m, pre, pl in itertools.product(methods, PREPROCESSING, POOLINGS)
         ),
-        key=lambda c: -c.score,
+        key=_rank,
     )
-    log(f"stage 1 ({len(stage1)} configurations): best {100 * stage1[0].score:.2f}  {stage1[0].label}")
+    log(f"stage 1 ({len(stage1)} configurations): best worst-case {100 * stage1[0].score:.2f}  {stage1[0].label}")
     stage2 = [
-        sd.evaluate(Candidate(c.encoder, c.input_method, c.pooling, be)) for c in stage1[:top] for be in backend_grid()
+        evaluate(Candidate(c.encoder, c.input_method, c.pooling, be), roots)
+        for c in stage1[:top]
+        for be in backend_grid()
     ]
-    return sorted(stage1 + stage2, key=lambda c: -c.score)
+    return sorted(stage1 + stage2, key=_rank)
+
+
+def _rank(c: Candidate) -> tuple[float, float]:
+    return (-c.score, -c.mean)
 
 
 def _cand(encoder, method, pre, pooling, backend) -> Candidate:
     return Candidate(encoder, method, {**pooling, "tau": pre[0], "rho": pre[1]}, dict(backend))
 
 
-def fuse_top(cands: list[Candidate], data: dict, n: int) -> tuple[float, list[Candidate]]:
+def fuse_top(cands: list[Candidate], roots: list[SearchData], n: int) -> tuple[list[float], list[Candidate]]:
     """Equal-weight fusion (eqs. 17-18) of the best configuration of each of the ``n`` best distinct embeddings
-    (encoder, input method, pooling): fusing two backends of one embedding adds little."""
+    (encoder, input method, pooling): fusing two backends of one embedding adds little. Returns the fused official
+    score on each root and the members."""
     chosen, seen = [], set()
     for c in cands:
         key = (c.encoder, c.input_method, PoolingConfig(**c.pooling).label)
@@ -164,8 +187,11 @@ def fuse_top(cands: list[Candidate], data: dict, n: int) -> tuple[float, list[Ca
         if len(chosen) == n:
             break
     w = [1.0 / len(chosen)] * len(chosen)
-    trip = []
-    for m, d in data.items():
-        s = fuse([c.test_scores[m] for c in chosen], [c.train_scores[m] for c in chosen], w)
-        trip += _triplet(d, s)
-    return official_score(trip), chosen
+    per_root = []
+    for i, sd in enumerate(roots):
+        trip = []
+        for m, d in sd.data.items():
+            s = fuse([c.test_scores[i, m] for c in chosen], [c.train_scores[i, m] for c in chosen], w)
+            trip += _triplet(d, s)
+        per_root.append(official_score(trip))
+    return per_root, chosen

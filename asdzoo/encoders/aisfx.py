@@ -127,7 +127,6 @@ class AisfxEncoder(Encoder):
         super().__init__()
         if layer not in (1, 2, 3, 4):
             raise ValueError(f"aisfx layer must be 1-4, got {layer}")
-        self._config = dict(layer=layer, checkpoint=checkpoint, pretrained=pretrained)
         self.layer = layer
         self.embed_dim = 64 * 2 ** (layer - 1)
         self.sample_rate = 16000  # input rate; resampled to 44.1 kHz inside

@@ -130,9 +130,8 @@ def cached_frames(
     found: dict[str, list] = {v: [cache.get(d, v) if cache else None for d in digests] for v in views}
     todo = [i for i in range(len(clips)) if any(found[v][i] is None for v in views)]
     bar = tqdm(total=len(todo), desc=f"embed {desc}".strip(), unit="clip", disable=not progress or not todo)
-    for start, batch in zip(
-        range(0, len(todo), batch_size), clip_batches([clips[i] for i in todo], channels, batch_size)
-    ):
+    batches = clip_batches([clips[i] for i in todo], channels, batch_size) if todo else []
+    for start, batch in zip(range(0, len(todo), batch_size), batches):
         idx = todo[start : start + batch_size]
         out = detector.view_frames(batch["wave"], batch["lengths"], views)
         for v, (frames, mask) in out.items():
