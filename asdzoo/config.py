@@ -17,8 +17,9 @@ from typing import Any
 def _init_arguments(cls: type, args: tuple, kwargs: dict) -> dict[str, Any]:
     """Every named ``__init__`` argument of ``cls`` with its value, following ``**kwargs`` to the base class."""
     owner = next(c for c in cls.__mro__ if "__init__" in c.__dict__)
-    params = inspect.signature(owner.__init__).parameters
-    bound = inspect.signature(owner.__init__).bind(None, *args, **kwargs)
+    signature = inspect.signature(owner.__init__)
+    params = signature.parameters
+    bound = signature.bind(None, *args, **kwargs)
     bound.apply_defaults()
     out, rest = {}, {}
     for name, value in list(bound.arguments.items())[1:]:  # [0] is self

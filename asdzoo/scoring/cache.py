@@ -5,6 +5,7 @@ never re-embeds and a retrained checkpoint or a front-end fix never serves stale
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -33,9 +34,10 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache
 def code_digest(*packages: str) -> str:
     """Digest of the source files of asdzoo sub-packages (e.g. ``audio``, ``encoders``): any code change to how
-    frames are computed gives new cache entries."""
+    frames are computed gives new cache entries. Read once per process (the pipeline asks per machine)."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha1()
     for package in packages:
