@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup.sh
 
 test: setup
-	.venv/bin/ruff check asdzoo tests benchmarks train_cli.py
+	.venv/bin/ruff check asdzoo tests benchmarks scripts train_cli.py
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
 
 test-slow: setup
@@ -18,4 +18,4 @@ cards: setup
 	.venv/bin/asdzoo cards --out model_cards
 
 lint: setup
-	.venv/bin/ruff check asdzoo tests benchmarks train_cli.py
+	.venv/bin/ruff check asdzoo tests benchmarks scripts train_cli.py

@@ -48,17 +48,18 @@ def _cmd_cards(args) -> None:
 def _cmd_synth(args) -> None:
     from asdzoo.data.synth import SynthConfig, generate
 
-    cfg = SynthConfig(
-        machines=tuple(args.machines),
+    sizes = dict(
+        machines=tuple(args.machines) if args.machines else None,
         train_source=args.train_source,
         train_target=args.train_target,
         test_per_group=args.test_per_group,
         seconds=args.seconds,
-        seed=args.seed,
     )
+    cfg = SynthConfig.from_preset(args.preset, seed=args.seed, **{k: v for k, v in sizes.items() if v is not None})
     t0 = time.time()
     generate(args.out, cfg, workers=args.workers, progress=not args.quiet)
-    print(f"wrote {args.out} ({len(cfg.machines)} machines) in {time.time() - t0:.1f} s")
+    what = f"preset {cfg.preset}, seed {cfg.seed}, {len(cfg.machines)} machines"
+    print(f"wrote {args.out} ({what}) in {time.time() - t0:.1f} s")
 
 
 def _truth(args):
@@ -110,7 +111,7 @@ def _cmd_quickstart(args) -> None:
     t0 = time.time()
     if not (data / "fan").is_dir():
         print(f"[1/3] generating the built-in synthetic two-channel set in {data}")
-        generate(data, SynthConfig(), progress=not args.quiet)
+        generate(data, SynthConfig.from_preset("dcase"), progress=not args.quiet)
     print(f"[2/3] scoring with {args.model!r} (fit per machine on train/, score test/)")
     score_root(args.model, data, scores, cache_root=_cache_root(args), progress=not args.quiet)
     print("[3/3] official DCASE Task 2 metrics")
@@ -199,12 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="write the built-in synthetic data set")
     s.add_argument("kind", choices=["t2"])
     s.add_argument("out")
+    s.add_argument("--preset", choices=["easy", "dcase", "hard"], default="dcase", help="recording physics and sizes")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--machines", nargs="+", default=["fan", "gearbox", "valve"])
-    s.add_argument("--train-source", type=int, default=60)
-    s.add_argument("--train-target", type=int, default=6)
-    s.add_argument("--test-per-group", type=int, default=12)
-    s.add_argument("--seconds", type=float, default=6.0)
+    # size flags default to the preset's; given explicitly, they override it
+    s.add_argument("--machines", nargs="+", default=None)
+    s.add_argument("--train-source", type=int, default=None)
+    s.add_argument("--train-target", type=int, default=None)
+    s.add_argument("--test-per-group", type=int, default=None)
+    s.add_argument("--seconds", type=float, default=None)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_synth)

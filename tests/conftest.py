@@ -7,16 +7,23 @@ from pathlib import Path
 
 import pytest
 
+from thresholds import test_seed
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SMALL = dict(machines=("fan", "valve"), train_source=30, train_target=6, test_per_group=10, seconds=3.0, seed=0)
+# The ``easy`` preset's physics at a small size with obvious faults only (severity 0.5-1): a unit test shows that a
+# system detects at all on 10 test clips per group; how well it does on realistic data is the suite's job (README).
+# The seed comes from ASDZOO_TEST_SEED so the pass marks in ``thresholds.py`` are measured over several seeds.
+SMALL = dict(machines=("fan", "valve"), train_source=30, train_target=6, test_per_group=10, seconds=3.0)
+SMALL_SEVERITY = (0.5, 1.0)
 
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     from asdzoo.data.synth import SynthConfig, generate
 
-    return generate(tmp_path_factory.mktemp("synth") / "t2", SynthConfig(**SMALL), workers=2, progress=False)
+    cfg = SynthConfig.from_preset("easy", **SMALL, severity=SMALL_SEVERITY, seed=test_seed())
+    return generate(tmp_path_factory.mktemp("synth") / "t2", cfg, workers=2, progress=False)
 
 
 TINY_BEATS = dict(

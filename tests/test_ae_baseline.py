@@ -5,6 +5,7 @@ from asdzoo.metrics.task2 import section_metrics
 from asdzoo.systems.ae_baseline import AEBaseline
 
 from conftest import machine_batches
+from thresholds import check
 
 
 def test_architecture_is_the_official_one():
@@ -29,13 +30,13 @@ def test_architecture_is_the_official_one():
 @pytest.mark.parametrize("score_type", ["mse", "mahalanobis"])
 def test_ae_learns_and_detects(synth_root, score_type):
     tr, te = machine_batches(synth_root, "fan")
-    ae = AEBaseline(score_type=score_type, epochs=15)
+    ae = AEBaseline(score_type=score_type)  # the official 100 epochs: after 15 the fan's AUC was 0.57-0.82 by seed
     before = ae.score(tr["wave"][:4]).mean() if score_type == "mse" else None
     ae.fit(tr["wave"], tr["domain"], tr["lengths"])
-    if before is not None:
-        assert ae.score(tr["wave"][:4]).mean() < 0.5 * before  # reconstruction error fell: it learned
+    if before is not None:  # reconstruction error fell: it learned
+        check("ae mse: train error after / before", float(ae.score(tr["wave"][:4]).mean() / before))
     v = section_metrics(te["label"].numpy(), ae.score(te["wave"]).numpy(), te["domain"].numpy())
-    assert v["AUC (source)"] > 0.7, v
+    check(f"ae {score_type} fan: AUC (source)", v["AUC (source)"])
 
 
 def test_lightning_cli_fast_dev_run(synth_root, tmp_path):

@@ -11,6 +11,7 @@ from asdzoo.encoders.beats import BEATs
 from asdzoo.encoders.beats_pretrain import BEATsPretrainer, RandomProjectionTokenizer, fbank_patches
 
 from conftest import TINY_BEATS, machine_batches
+from thresholds import check
 
 
 def test_patches_follow_the_patch_embedding_token_order():
@@ -32,7 +33,7 @@ def test_tokenizer_is_seeded_scale_invariant_and_spreads_over_the_codebook(synth
     assert torch.equal(labels, RandomProjectionTokenizer(256, seed=0)(patches))
     assert not torch.equal(labels, b(patches))
     assert torch.equal(labels, a(3.0 * patches))  # L2-normalised look-up: the level does not change the code
-    assert labels.unique().numel() > 32  # 51 of 1024 codes on 8 clips of one machine: no collapse to a few
+    check("beats tokenizer: distinct codes on 8 fan clips", labels.unique().numel())  # no collapse to a few
 
 
 def test_masked_prediction_learns_and_masks_three_quarters(synth_root):
@@ -52,7 +53,8 @@ def test_masked_prediction_learns_and_masks_three_quarters(synth_root):
     after, accuracy = model.masked_prediction_loss(wave)
     tokens = model.beats.patch_tokens(model.beats.preprocess(wave)).shape[1]
     assert seen[0] == round(0.25 * tokens)  # only the visible quarter goes through the encoder
-    assert after < 0.7 * before and accuracy > 20 / 1024, (before, after, accuracy)
+    check("beats pretrain: masked-prediction loss after / before", after / before)
+    check("beats pretrain: masked-prediction accuracy", accuracy)
 
 
 def _mean_token_auc(encoder: BEATs, root) -> float:
@@ -77,8 +79,8 @@ def test_pretrained_checkpoint_loads_and_its_features_detect_better_than_random(
     torch.manual_seed(0)
     random = BEATs(cfg=TINY_BEATS, fbank_window="hamming").eval()
     learnt, chance = _mean_token_auc(pretrained, synth_root), _mean_token_auc(random, synth_root)
-    print(learnt, chance)
-    assert learnt > 0.65 and learnt > chance + 0.1, (learnt, chance)  # measured 0.685 vs 0.494
+    check("beats pretrained tokens: AUC", learnt)
+    check("beats pretrained tokens: AUC gain over random weights", learnt - chance)
 
 
 def test_pretrain_config_writes_a_loadable_checkpoint(synth_root, tmp_path):

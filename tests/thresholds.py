@@ -1,0 +1,94 @@
+"""Every data-dependent pass mark of the suite, set from values measured on several seeds of the tests' data.
+
+A detection test calls ``check(name, value)``. The mark is ``min(measured) - MARGIN`` for a value that must be high
+(``max(measured) + MARGIN`` for one that must be low), so no mark sits near a single lucky measurement, and every
+mark must still be clearly better than what an untrained or random system gets (``chance``, checked by
+``tests/test_thresholds.py``): a test that passes below chance would prove nothing.
+
+To re-measure after changing the generator or a system (about 6 minutes per seed on 2 cores):
+``python scripts/measure_test_thresholds.py --seeds 0 1 2 3`` prints, per name, the values to paste below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+MARGIN = 0.05  # absolute (AUCs, accuracies); for ratios the same 0.05 of the ratio
+SEEDS = (0, 1, 2, 3)  # ASDZOO_TEST_SEED values the ``measured`` tuples come from, in this order
+
+
+@dataclass(frozen=True)
+class Mark:
+    measured: tuple[float, ...]  # one value per seed in SEEDS
+    chance: float  # what an untrained/random system scores: the mark must be clearly better
+    higher_is_better: bool = True
+    margin: float = MARGIN  # in the value's own unit (counts need their own)
+
+    @property
+    def threshold(self) -> float:
+        if self.higher_is_better:
+            return round(min(self.measured) - self.margin, 3)
+        return round(max(self.measured) + self.margin, 3)
+
+    def passes(self, value: float) -> bool:
+        return value > self.threshold if self.higher_is_better else value < self.threshold
+
+
+AUC = 0.5  # chance for AUCs and the official score (an hmean of AUCs and McClish-standardised pAUCs)
+RATIO = 1.0  # a loss or error ratio after / before training: 1 = nothing learnt
+
+MARKS: dict[str, Mark] = {
+    # synthetic data (tests/test_synth_and_data.py); chance = a far mic that hears what the near mic hears
+    "synth: lowest near / far level ratio": Mark((2.4151, 2.2083, 2.1885, 2.3988), chance=1.0),
+    "synth: highest near-far correlation": Mark((0.4651, 0.5284, 0.4653, 0.5092), chance=1.0, higher_is_better=False),
+    # GenRep (tests/test_genrep.py, tests/test_cli.py)
+    "genrep logmel near_only: AUC (all)": Mark((0.9575, 0.9325, 0.8300, 0.9050), chance=AUC),
+    "genrep logmel near_only: AUC (source)": Mark((0.9250, 0.8850, 1.0000, 0.8200), chance=AUC),
+    "genrep logmel sfsoft_a05f07: AUC (all)": Mark((0.9625, 0.9150, 0.8300, 0.9100), chance=AUC),
+    "genrep logmel sfsoft_a05f07: AUC (source)": Mark((0.9400, 0.8550, 1.0000, 0.8400), chance=AUC),
+    "genrep aisfx near_only: AUC (all)": Mark((0.9975, 0.9475, 0.9900, 0.9850), chance=AUC),
+    "genrep aisfx near_only: AUC (source)": Mark((0.9950, 0.8950, 1.0000, 0.9700), chance=AUC),
+    "genrep logmel absdif_0.5: AUC (all)": Mark((0.7225, 0.6275, 0.6125, 0.6850), chance=AUC),
+    "genrep logmel rdpgem ldn valve: AUC (all)": Mark((0.7875, 0.7450, 0.7950, 0.8150), chance=AUC),
+    "cli genrep-logmel: official score": Mark((0.7732, 0.7253, 0.7460, 0.8002), chance=AUC),
+    "cli genrep-logmel: worst machine's AUC (source)": Mark((0.6700, 0.6050, 0.8200, 0.7150), chance=AUC),
+    "search logmel: best worst-case official score": Mark((0.7932, 0.7994, 0.8010, 0.7770), chance=AUC),
+    # BEATs pre-training (tests/test_beats_pretrain.py); a collapsed tokenizer would use one code
+    "beats tokenizer: distinct codes on 8 fan clips": Mark((82.0, 89.0, 84.0, 77.0), chance=1.0, margin=10.0),
+    "beats pretrain: masked-prediction loss after / before": Mark(
+        (0.3935, 0.4150, 0.4108, 0.4229), chance=RATIO, higher_is_better=False
+    ),
+    "beats pretrain: masked-prediction accuracy": Mark((0.4115, 0.3542, 0.3767, 0.3611), chance=1 / 1024),
+    "beats pretrained tokens: AUC": Mark((0.7225, 0.6900, 0.7462, 0.6725), chance=AUC),
+    "beats pretrained tokens: AUC gain over random weights": Mark((0.2562, 0.1287, 0.1550, 0.2350), chance=0.0),
+    # beats-distill (tests/test_beats_distill.py); 10 attribute classes
+    "beats-distill student: KD loss after / before": Mark(
+        (0.1072, 0.1312, 0.1266, 0.1541), chance=RATIO, higher_is_better=False
+    ),
+    "beats-distill student: mean pooled AUC of fan and valve": Mark((0.6525, 0.7713, 0.7863, 0.6850), chance=AUC),
+    "beats-distill student: official score": Mark((0.6243, 0.7005, 0.7259, 0.6739), chance=AUC),
+    "beats-distill student: attribute accuracy on test normals": Mark((0.7250, 0.7750, 0.7500, 0.7750), chance=0.1),
+}
+
+
+def check(name: str, value: float) -> None:
+    """Assert ``value`` clears the mark ``name``. With ``ASDZOO_RECORD_MARKS=file`` (measuring, see
+    ``scripts/measure_test_thresholds.py``) append the value there as a JSON line instead of asserting, so that one
+    test's later values are still measured."""
+    record = os.environ.get("ASDZOO_RECORD_MARKS")
+    if record:
+        with open(record, "a") as f:
+            f.write(json.dumps({"name": name, "seed": test_seed(), "value": float(value)}) + "\n")
+        return
+    mark = MARKS[name]
+    assert mark.passes(value), f"{name}: {value:.4f} vs mark {mark.threshold} (measured {mark.measured})"
+
+
+def test_seed() -> int:
+    """Seed of the tests' synthetic data (``ASDZOO_TEST_SEED``, default 0)."""
+    return int(os.environ.get("ASDZOO_TEST_SEED", "0"))
+
+
+test_seed.__test__ = False  # a helper, not a test
