@@ -55,6 +55,11 @@ MARKS: dict[str, Mark] = {
     "cli genrep-logmel: official score": Mark((0.7732, 0.7253, 0.7460, 0.8002), chance=AUC),
     "cli genrep-logmel: worst machine's AUC (source)": Mark((0.6700, 0.6050, 0.8200, 0.7150), chance=AUC),
     "search logmel: best worst-case official score": Mark((0.7932, 0.7994, 0.8010, 0.7770), chance=AUC),
+    # DCASE autoencoder baseline, 100 epochs (tests/test_ae_baseline.py, tests/test_cli.py)
+    "ae mse: train error after / before": Mark((0.0400, 0.0367, 0.0670, 0.0339), chance=RATIO, higher_is_better=False),
+    "ae mse fan: AUC (source)": Mark((0.7250, 0.8050, 0.7050, 0.7150), chance=AUC),
+    "ae mahalanobis fan: AUC (source)": Mark((1.0000, 0.9950, 1.0000, 0.9500), chance=AUC),
+    "cli dcase-ae-mse: fan AUC (source)": Mark((0.7250, 0.8050, 0.7050, 0.7150), chance=AUC),
     # BEATs pre-training (tests/test_beats_pretrain.py); a collapsed tokenizer would use one code
     "beats tokenizer: distinct codes on 8 fan clips": Mark((82.0, 89.0, 84.0, 77.0), chance=1.0, margin=10.0),
     "beats pretrain: masked-prediction loss after / before": Mark(
