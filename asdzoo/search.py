@@ -24,6 +24,9 @@ from asdzoo.systems.genrep import INPUT_METHODS, GenRep, PoolingConfig, views_fo
 from asdzoo.tasks.task2 import cached_frames, frame_cache_for, load_machine
 
 PREPROCESSING = [(None, None), (None, 0.2), (None, 0.3), (None, 0.4), (0.10, 0.3), (0.15, 0.3)]
+# The thresholds above are on activation values (paper 001 §2.4); log-mel frames are dB levels far above them, so
+# every value would be tanh-squashed to 1 and every clip would get the same embedding (all scores tied, AUC 0.5).
+NO_PREPROCESSING = {"logmel"}
 POOLINGS = (
     [dict(method="mean")]
     + [dict(method="gem", p=p) for p in (1, 3, 9)]
@@ -146,14 +149,15 @@ def run_search(roots: list[SearchData], top: int = 3, full: bool = False, method
     """Every configuration of one encoder scored on every root (the same encoder in each ``SearchData``), best
     worst-case first."""
     encoder = roots[0].encoder
+    pre_options = [(None, None)] if encoder in NO_PREPROCESSING else PREPROCESSING
     methods = methods or sorted(set.intersection(*(set(sd.methods()) for sd in roots)), key=list(INPUT_METHODS).index)
     if full:
-        grid = itertools.product(methods, PREPROCESSING, POOLINGS, backend_grid())
+        grid = itertools.product(methods, pre_options, POOLINGS, backend_grid())
         return sorted((evaluate(_cand(encoder, m, pre, pl, be), roots) for m, pre, pl, be in grid), key=_rank)
     stage1 = sorted(
         (
             evaluate(_cand(encoder, m, pre, pl, REFERENCE_BACKEND), roots)
-            for m, pre, pl in itertools.product(methods, PREPROCESSING, POOLINGS)
+            for m, pre, pl in itertools.product(methods, pre_options, POOLINGS)
         ),
         key=_rank,
     )
