@@ -39,12 +39,13 @@ def main() -> int:
     parser.add_argument("tests", nargs="*", help="pytest node ids (default: every test function that calls check)")
     args = parser.parse_args()
     values: dict[str, dict[int, float]] = defaultdict(dict)
+    tests = args.tests or tests_with_marks()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             record = Path(tmp) / f"seed{seed}.jsonl"
             env = dict(os.environ, ASDZOO_TEST_SEED=str(seed), ASDZOO_RECORD_MARKS=str(record), HF_HUB_OFFLINE="1")
-            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args.tests or tests_with_marks())]
-            print(f"seed {seed}: {len(cmd) - 6} tests ...", flush=True)
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+            print(f"seed {seed}: {len(tests)} tests ...", flush=True)
             subprocess.run(cmd, cwd=ROOT, env=env, check=False)
             for line in record.read_text().splitlines() if record.exists() else []:
                 row = json.loads(line)
@@ -56,7 +57,8 @@ def main() -> int:
     for name in sorted(values):
         row = [values[name].get(s, float("nan")) for s in args.seeds]
         old = MARKS.get(name)
-        new = Mark(tuple(row), chance=0.0, higher_is_better=old.higher_is_better if old else True)
+        new = Mark(tuple(row), chance=0.0, higher_is_better=old.higher_is_better, margin=old.margin) if old else None
+        new = new or Mark(tuple(row), chance=0.0)
         now = f"{old.threshold}" if old else "new"
         cells = " ".join(f"{v:8.4f}" for v in row)
         print(f"{name:70s} {cells}  {new.threshold:.3f} ({now})")
