@@ -57,8 +57,8 @@ def main() -> int:
     for name in sorted(values):
         row = [values[name].get(s, float("nan")) for s in args.seeds]
         old = MARKS.get(name)
-        new = Mark(tuple(row), chance=0.0, higher_is_better=old.higher_is_better, margin=old.margin) if old else None
-        new = new or Mark(tuple(row), chance=0.0)
+        kept = dict(higher_is_better=old.higher_is_better, margin=old.margin) if old else {}
+        new = Mark(tuple(row), chance=0.0, **kept)
         now = f"{old.threshold}" if old else "new"
         cells = " ".join(f"{v:8.4f}" for v in row)
         print(f"{name:70s} {cells}  {new.threshold:.3f} ({now})")
