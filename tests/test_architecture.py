@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "asdzoo"
 
 # Lowest first; a module may import its own layer (without cycles) and any layer below it.
 LAYERS = [
-    ["asdzoo.version", "asdzoo.atomic", "asdzoo.config"],
+    # asdzoo.data.s5: the Task 4 constants (classes, rate, FOA channel order), imports nothing, needed at every layer
+    ["asdzoo.version", "asdzoo.atomic", "asdzoo.config", "asdzoo.data.s5"],
     ["asdzoo.audio"],
     ["asdzoo.data"],
     ["asdzoo.nn"],
