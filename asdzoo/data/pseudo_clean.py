@@ -6,6 +6,7 @@ already there are skipped; each file is written atomically). The separation itse
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -21,8 +22,9 @@ def pseudo_clean_path(out_root: Path, machine: str, split: str, name: str) -> Pa
 
 
 def default_output(root: str | Path) -> Path:
-    """Next to the data: ``<root>-pseudo-clean``."""
-    root = Path(root).resolve()
+    """Next to the data as given: ``<root>-pseudo-clean`` (symbolic links are not followed, so the training configs'
+    ``<root>-pseudo-clean`` default finds it)."""
+    root = Path(os.path.abspath(root))
     return root.parent / f"{root.name}-pseudo-clean"
 
 
