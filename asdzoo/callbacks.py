@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import lightning as L
+import torch
 
 from asdzoo.hub import save_pretrained
 from asdzoo.tasks.task2 import dev_official_score
@@ -15,12 +16,18 @@ log = logging.getLogger(__name__)
 class SavePretrained(L.Callback):
     """At the end of ``fit``, write the trained model with ``save_pretrained`` (then ``asdzoo install DIR``).
     Lightning has run every ``on_train_end`` hook by then (end-of-training state such as the AE's covariances,
-    the dev-selected weights), so this only writes."""
+    the dev-selected weights), so this only writes. ``use_best``: write the weights of the trainer's
+    ``ModelCheckpoint`` best checkpoint (e.g. minimum validation loss) instead of the last epoch's."""
 
-    def __init__(self, dirpath: str, name: str | None = None):
-        self.dirpath, self.name = dirpath, name
+    def __init__(self, dirpath: str, name: str | None = None, use_best: bool = False):
+        self.dirpath, self.name, self.use_best = dirpath, name, use_best
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if self.use_best else ""
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            pl_module.load_state_dict(state)
+            log.info("SavePretrained: weights of %s", best)
         if trainer.is_global_zero:
             save_pretrained(pl_module, self.dirpath, self.name)
 

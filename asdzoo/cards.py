@@ -13,7 +13,7 @@ from asdzoo.zoo import TASKS, ZOO, ZooEntry
 def render_model_card(entry: ZooEntry, config: dict | None = None) -> str:
     """Markdown card with Hub front matter; input and usage come from the entry's task."""
     task = TASKS[entry.task]
-    tags = ["anomalous-sound-detection", "dcase", entry.task, *entry.tags]
+    tags = [task.topic, "dcase", entry.task, *entry.tags]
     lines = [
         "---",
         "library_name: asdzoo",

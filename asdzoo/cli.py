@@ -46,6 +46,11 @@ def _cmd_cards(args) -> None:
 
 
 def _cmd_synth(args) -> None:
+    if args.kind == "t4":
+        _synth_t4(args)
+        return
+    if args.small:
+        raise ValueError("--small is a t4 option; t2 sizes come from --preset and the size flags")
     from asdzoo.data.synth import SynthConfig, generate
 
     sizes = dict(
@@ -60,6 +65,25 @@ def _cmd_synth(args) -> None:
     generate(args.out, cfg, workers=args.workers, progress=not args.quiet)
     what = f"preset {cfg.preset}, seed {cfg.seed}, {len(cfg.machines)} machines"
     print(f"wrote {args.out} ({what}) in {time.time() - t0:.1f} s")
+
+
+def _synth_t4(args) -> None:
+    from asdzoo.data.synth_t4 import synth_t4_command
+
+    t2_only = [f"--{k.replace('_', '-')}" for k in T2_SIZE_FLAGS if getattr(args, k) is not None]
+    if t2_only or args.preset != "dcase":
+        raise ValueError(f"{', '.join(t2_only) or '--preset'}: t2 options; t4 takes --seed, --small, --seconds")
+    t0 = time.time()
+    synth_t4_command(
+        args.out, seed=args.seed, small=args.small, seconds=args.seconds, workers=args.workers, progress=not args.quiet
+    )
+    print(
+        f"wrote {args.out} (Task 4 FOA set, seed {args.seed}{', small' if args.small else ''}) in "
+        f"{time.time() - t0:.1f} s"
+    )
+
+
+T2_SIZE_FLAGS = ("machines", "train_source", "train_target", "test_per_group")
 
 
 def _truth(args):
@@ -84,7 +108,44 @@ def evaluate_and_report(scores_dir, truth, out=None, plots=None, machines=None):
 
 
 def _cmd_evaluate(args) -> None:
+    from asdzoo.tasks.task4 import ESTIMATES, RESULTS_JSON
+
+    folder = Path(args.scores_dir)
+    if (folder / ESTIMATES).is_dir() or (folder / RESULTS_JSON).is_file():
+        _evaluate_task4(args)
+        return
     evaluate_and_report(args.scores_dir, _truth(args), args.out, args.plots, args.machines)
+
+
+def _evaluate_task4(args) -> None:
+    from asdzoo.tasks.task4 import evaluate_separation, format_result, write_result_csv
+
+    if not args.data_root:
+        raise ValueError(f"{args.scores_dir}: Task 4 estimates are scored against --data-root (its dev-test set)")
+    result = evaluate_separation(args.scores_dir, args.data_root)
+    print(format_result(result))
+    if args.out:
+        write_result_csv(result, args.out)
+        print(f"result CSV: {args.out}")
+
+
+def _cmd_separate(args) -> None:
+    from asdzoo.hub import load
+    from asdzoo.tasks.task4 import separate_root
+
+    t0 = time.time()
+    out = separate_root(load(args.model), args.data_root, args.out, args.batch_size, progress=not args.quiet)
+    print(f"wrote {out} in {time.time() - t0:.1f} s")
+
+
+def _cmd_s5_chain(args) -> None:
+    from asdzoo.hub import load, save_pretrained
+    from asdzoo.systems.s5_baseline import S5Chain, S5Separator, S5Tagger
+
+    tagger, separator = load(args.tagger), load(args.separator)
+    if not isinstance(tagger, S5Tagger) or not isinstance(separator, S5Separator):
+        raise ValueError(f"{args.tagger} must be an S5 tagger and {args.separator} an S5 separator")
+    print(f"saved the chain to {save_pretrained(S5Chain.from_parts(tagger, separator), args.out, args.name)}")
 
 
 def _cache_root(args):
@@ -197,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="model_cards")
     s.set_defaults(func=_cmd_cards)
 
-    s = sub.add_parser("synth", help="write the built-in synthetic data set")
-    s.add_argument("kind", choices=["t2"])
+    s = sub.add_parser("synth", help="write a built-in synthetic data set (t2: Task 2 suite, t4: Task 4 FOA scenes)")
+    s.add_argument("kind", choices=["t2", "t4"])
     s.add_argument("out")
     s.add_argument("--preset", choices=["easy", "dcase", "hard"], default="dcase", help="recording physics and sizes")
     s.add_argument("--seed", type=int, default=0)
@@ -208,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train-target", type=int, default=None)
     s.add_argument("--test-per-group", type=int, default=None)
     s.add_argument("--seconds", type=float, default=None)
+    s.add_argument("--small", action="store_true", help="t4: a tiny set (tests, demos)")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_synth)
@@ -223,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_prepare)
 
-    s = sub.add_parser("evaluate", help="official DCASE Task 2 metrics of a scores folder")
+    s = sub.add_parser(
+        "evaluate", help="official metrics of a Task 2 scores folder or a Task 4 separation folder (CAPI-SDRi)"
+    )
     s.add_argument("scores_dir")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--data-root", help="dev data root: labels and domains from file names")
@@ -246,6 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
         s.add_argument("--quiet", action="store_true")
         s.set_defaults(func=func)
+
+    s = sub.add_parser("separate", help="Task 4: tag and separate every soundscape, write the submission folder")
+    s.add_argument("model", help="registry name, Hub id org/name[@rev], or saved folder")
+    s.add_argument(
+        "--data-root", required=True, help="a Task 4 root (synthesized/test/soundscape) or a soundscape/ parent"
+    )
+    s.add_argument("--out", required=True)
+    s.add_argument("--batch-size", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_separate)
+
+    s = sub.add_parser("s5-chain", help="Task 4: chain a trained tagger and separator into one model folder")
+    s.add_argument("tagger")
+    s.add_argument("separator")
+    s.add_argument("--out", required=True)
+    s.add_argument("--name", default=None, help="registry name whose card the folder gets")
+    s.set_defaults(func=_cmd_s5_chain)
 
     s = sub.add_parser("quickstart", help="synthetic data -> score -> evaluate, on CPU in minutes")
     s.add_argument("--out", default="asdzoo_quickstart")

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import urllib.parse
+import urllib.request
 import warnings
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from asdzoo.atomic import atomic_dir
+from asdzoo.atomic import atomic_dir, atomic_path
 from asdzoo.cards import plain_model_card, render_model_card
 from asdzoo.version import __version__
 from asdzoo.zoo import ZOO, architecture_class, architecture_name
@@ -105,7 +107,12 @@ def asdzoo_home() -> Path:
 
 
 def install(directory: str | os.PathLike, name: str) -> Path:
-    """Copy a saved model folder into the store as ``name`` so ``asdzoo.load(name)`` finds it offline."""
+    """Copy a saved model folder into the store as ``name`` so ``asdzoo.load(name)`` finds it offline. For a
+    registry entry whose weights come from an authors' release, ``directory`` may be that release file (or it
+    unpacked): it is converted and saved."""
+    entry = ZOO.get(name)
+    if entry is not None and entry.converter and not (Path(directory) / "config.json").is_file():
+        return save_pretrained(entry.convert_release(Path(directory)), asdzoo_home() / "models" / name, name)
     model = load_pretrained_dir(directory)  # refuse to install something that does not load
     del model
     target = asdzoo_home() / "models" / name
@@ -147,6 +154,27 @@ def _download(repo_id: str, revision: str | None, local_files_only: bool | None,
         ) from None
 
 
+def _fetch_release(entry, local_files_only: bool | None) -> Path:
+    """The entry's release file under ``$ASDZOO_HOME/downloads`` (downloaded once, atomically)."""
+    filename = Path(urllib.parse.urlparse(entry.release_url).path).name
+    target = asdzoo_home() / "downloads" / filename
+    if target.is_file():
+        return target
+    todo = (
+        f"download {entry.release_url} where the network allows and run `asdzoo install {filename} --name {entry.name}`"
+    )
+    if _offline(local_files_only):
+        raise WeightsNotAvailableError(
+            f"weights for {entry.name!r}: offline mode is on and {target} is missing; {todo}"
+        )
+    try:
+        with urllib.request.urlopen(entry.release_url, timeout=60) as response, atomic_path(target) as tmp:
+            Path(tmp).write_bytes(response.read())
+    except OSError as err:  # urllib's URLError / HTTPError and socket timeouts are OSErrors
+        raise WeightsNotAvailableError(f"weights for {entry.name!r}: downloading failed ({err}); {todo}") from None
+    return target
+
+
 def load(
     name_or_path: str | os.PathLike,
     revision: str | None = None,
@@ -169,6 +197,10 @@ def load(
             return load_pretrained_dir(stored, device)
         if entry.weights in ("bundled", "training-free", "fit-trains"):
             return entry.build().to(device).eval()
+        if entry.weights == "release":
+            model = entry.convert_release(_fetch_release(entry, local_files_only))
+            save_pretrained(model, stored, text)  # converted once; later loads read the store
+            return model.to(device).eval()
         if entry.hub_repo:
             return load_pretrained_dir(
                 _download(entry.hub_repo, revision or entry.revision, local_files_only, text), device

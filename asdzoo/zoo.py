@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # bundled: weights ship with a package; training-free: nothing to learn; fit-trains: fit() trains it per machine;
-# train-locally: train with train_cli.py and `asdzoo install`; published: on the Hub.
-WEIGHT_STATUSES = ("bundled", "training-free", "fit-trains", "train-locally", "published")
+# train-locally: train with train_cli.py and `asdzoo install`; published: on the Hub; release: the authors' own release
+# file (``release_url``), converted by ``converter`` on download or by `asdzoo install FILE --name ENTRY`.
+WEIGHT_STATUSES = ("bundled", "training-free", "fit-trains", "train-locally", "published", "release")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class TaskSpec:
     input_spec: str
     usage: str
     command: str
+    topic: str  # the field's name, a Hub tag
 
 
 TASKS = {
@@ -33,6 +35,16 @@ TASKS = {
             "scores = model.score(test_waves)          # [N], higher = more anomalous"
         ),
         command="asdzoo score {name} --data-root dev_data/raw --out scores/",
+        topic="anomalous-sound-detection",
+    ),
+    "task4": TaskSpec(
+        input_spec="4-channel FOA (AmbiX: W, Y, Z, X) 32 kHz mixture [batch, 4, samples]",
+        usage=(
+            "out = model.separate(mixtures)           # [B, 4, S] at 32 kHz\n"
+            "out['labels'], out['waveforms']           # 3 labels per mixture (silence last), [B, 3, S] dry sources"
+        ),
+        command="asdzoo separate {name} --data-root DEV_SET --out submission/",
+        topic="spatial-semantic-segmentation",
     ),
 }
 
@@ -54,12 +66,16 @@ class ZooEntry:
     input_spec: str | None = None  # None: the task's input
     card_notes: str = ""
     tags: tuple[str, ...] = ()
+    release_url: str | None = None  # weights == "release": the authors' file
+    converter: str | None = None  # "module:function(path, **kwargs) -> model" for the release file
 
     def __post_init__(self):
         if self.weights not in WEIGHT_STATUSES:
             raise ValueError(f"zoo entry {self.name!r}: weights must be one of {WEIGHT_STATUSES}")
         if self.task not in TASKS:
             raise ValueError(f"zoo entry {self.name!r}: unknown task {self.task!r}; known: {sorted(TASKS)}")
+        if (self.weights == "release") != bool(self.release_url and self.converter):
+            raise ValueError(f"zoo entry {self.name!r}: weights 'release' goes with a release_url and a converter")
         if self.architecture.count(":") != 1:
             raise ValueError(f"zoo entry {self.name!r}: architecture must be 'module:Class'")
 
@@ -74,6 +90,11 @@ class ZooEntry:
     def build(self):
         """A fresh model with this entry's arguments (no trained weights)."""
         return architecture_class(self.class_name)(**self.kwargs)
+
+    def convert_release(self, path):
+        """The model of this entry with the weights of its release file ``path`` (zip or unpacked folder)."""
+        module, function = self.converter.split(":")
+        return getattr(importlib.import_module(module), function)(path, **self.kwargs)
 
     def record(self) -> dict:
         return {**asdict(self), "input_spec": self.input, "tags": list(self.tags)}
@@ -272,5 +293,74 @@ register(
         description="Stage 1 of beats-distill (paper 000): the pseudo-clean LoRA BEATs teacher, itself a kNN "
         "detector on the near channel.",
         **BEATS_DISTILL,
+    )
+)
+
+# ------------------------------------------------------------------------------------------------
+# DCASE 2026 Task 4 (S5) baseline: M2D tagger -> ResUNetK separator
+
+PAPER_S5_BASELINE = (
+    "DCASE 2026 Challenge Task 4 baseline (NTT): spatial semantic segmentation of sound scenes, "
+    "github.com/nttcslab/dcase2026_task4_baseline, release v1.0.0"
+)
+S5_RELEASE_URL = "https://github.com/nttcslab/dcase2026_task4_baseline/releases/download/v1.0.0/baseline_checkpoint.zip"
+S5_CARD = """Tagger: M2D ViT-Base (80 mel x 1001 frames, 16x16 patches, 32 kHz) with the baseline's average-linear head
+into 3 slots x 19 classes (silence last), trained with the permutation-invariant slot cross-entropy: stage 1 head only
+(AdamW lr 1e-3, batch 32), stage 2 the last two blocks (lr 1e-5). Separator: ResUNetK (ResUNet30, 4 -> 1 channel,
+3 sources, 54-d label query by FiLM), class-aware PIT negative SNR, AdamW lr 1e-4, batch 4, gradient clip 0.5.
+Chain: argmax label per slot (no threshold), silent slots last, query, separator.
+
+Baseline's reported dev-set test results (README of the release): M2DAT_1c + ResUNetK: CAPI-SDRi 8.171 dB,
+accuracy 57.143 % (mixture) / 67.147 % (source); M2DAT_4c + ResUNetK: CAPI-SDRi 8.489 dB, 60.714 % / 70.394 %.
+
+Weights: the release's `baseline_checkpoint.zip` (downloaded and converted on first use; offline: download it
+elsewhere and run `asdzoo install baseline_checkpoint.zip --name {name}`)."""
+S5_TAGGER = "asdzoo.systems.s5_baseline:S5Tagger"
+S5_SEPARATOR = "asdzoo.systems.s5_baseline:S5Separator"
+S5_CHAIN = "asdzoo.systems.s5_baseline:S5Chain"
+S5_TAGGER_INPUT = {1: "M2dAt: the reference channel W", 4: "M2dAtSpatial: all four channels"}
+# The release's licence is a PDF (LICENSE.pdf of the repository): read it before using its checkpoints.
+S5_COMMON = dict(
+    task="task4", paper=PAPER_S5_BASELINE, license="Apache-2.0 (code); checkpoints: the release's LICENSE.pdf"
+)
+
+for channels in (1, 4):
+    register(
+        ZooEntry(
+            f"s5-baseline-{channels}c",
+            architecture=S5_CHAIN,
+            weights="release",
+            release_url=S5_RELEASE_URL,
+            converter="asdzoo.systems.s5_baseline:load_official_s5",
+            kwargs=dict(tagger=dict(channels=channels), separator=dict()),
+            tags=("baseline", "separation", "tagging"),
+            description=f"DCASE 2026 Task 4 baseline: M2D tagger ({S5_TAGGER_INPUT[channels]}) -> ResUNetK "
+            "label-queried separator.",
+            card_notes=S5_CARD.format(name=f"s5-baseline-{channels}c"),
+            **S5_COMMON,
+        )
+    )
+    register(
+        ZooEntry(
+            f"s5-m2dat-{channels}c",
+            architecture=S5_TAGGER,
+            weights="train-locally",
+            kwargs=dict(channels=channels),
+            tags=("baseline", "tagging"),
+            description=f"The Task 4 baseline's M2D audio tagger alone ({S5_TAGGER_INPUT[channels]}).",
+            card_notes="Train: `python train_cli.py fit --config asdzoo/configs/s5_tagger.yaml` (stage 1), then "
+            "`s5_tagger_2blks.yaml` (stage 2); chain with a separator: `asdzoo s5-chain TAGGER SEPARATOR --out DIR`.",
+            **S5_COMMON,
+        )
+    )
+register(
+    ZooEntry(
+        "s5-resunetk",
+        architecture=S5_SEPARATOR,
+        weights="train-locally",
+        tags=("baseline", "separation"),
+        description="The Task 4 baseline's label-queried ResUNetK separator alone.",
+        card_notes="Train: `python train_cli.py fit --config asdzoo/configs/s5_separator.yaml`.",
+        **S5_COMMON,
     )
 )
