@@ -507,3 +507,34 @@ def test_datamodules_batches(t4_root):
         assert test["query"].shape == (3, 54) and set(LABELS) >= {lab for ls in test["labels"] for lab in ls} - {
             SILENCE
         }
+
+
+def test_silent_segments_are_drawn_again(tmp_path):
+    """A source that is silent for most of its length (an impulsive sound) never yields an all-zero segment, which
+    peak normalisation would turn into NaN; one with no sound at all is refused by name."""
+    rng = np.random.default_rng(3)
+    build_sources(tmp_path, rng)
+    hit = np.zeros(4 * CLIP)
+    hit[3 * CLIP + 100 : 3 * CLIP + 400] = 0.5 * rng.standard_normal(300)  # sound only in the last quarter
+    for label in ("Dishes", "Cough", "Doorbell"):
+        for f in (tmp_path / "sound_event" / "train" / label).glob("*.wav"):
+            f.unlink()
+        write(tmp_path / "sound_event" / "train" / label / "hit.wav", hit, subtype="PCM_16")
+    pool = SourcePool(tmp_path, "train", SECONDS)
+    settings = SynthSettings(event_range=(1, 3), seconds=SECONDS)
+    drawn = 0
+    for i in range(60):
+        scene = draw_scene(pool, settings, np.random.default_rng([4, i]), "s")
+        for e in scene["fg_events"]:
+            start = int(round(e["source_time"] * SR))
+            segment = sf.read(tmp_path / "sound_event/train" / e["source_file"], dtype="float32")[0]
+            assert np.abs(segment[start : start + int(round(e["event_duration"] * SR))]).max() > 0
+            drawn += e["source_file"].endswith("hit.wav")
+    assert drawn > 20  # the mostly silent files were used, from their sounding part
+    write(tmp_path / "sound_event" / "train" / "Dishes" / "hit.wav", np.zeros(4 * CLIP), subtype="PCM_16")
+    for label in ("Cough", "Doorbell", "Speech"):
+        shutil.rmtree(tmp_path / "sound_event" / "train" / label)
+    with pytest.raises(ValueError, match="random segments of Dishes were silent"):
+        draw_scene(
+            SourcePool(tmp_path, "train", SECONDS), SynthSettings((1, 1), SECONDS), np.random.default_rng(0), "s"
+        )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -29,6 +30,7 @@ from asdzoo.data.synth_t4 import DIRECT_RANGE_MS, REF_DB, render_scene
 QUERY_DIM = N_SLOTS * len(LABELS)  # the separator's 54-d query: 3 slots x 18 classes, slot-major
 VALID_METADATA = "metadata/valid.json"
 DEV_TEST = "synthesized/test"
+SEGMENT_TRIES = 20
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -297,6 +299,12 @@ class SourcePool:
             raise FileNotFoundError(f"{folder}: no .wav files in its class folders ({expected})")
         return classes
 
+    def has_sound(self, role: str, file: str, start: int, frames: int) -> bool:
+        """Whether a segment holds any signal: SpAudSyn peak-normalises every segment, and a silent one (the built-in
+        impulsive sources have digital silence between hits) would turn into NaN."""
+        segment, _ = sf.read(self.root / self.dirs[role] / file, start=start, frames=frames, dtype="float32")
+        return bool(np.abs(segment).max(initial=0.0) > 0)
+
     def room(self, file: str) -> RoomIRs:
         if file not in self.room_cache:
             path = self.root / file
@@ -352,9 +360,15 @@ def draw_scene(pool: SourcePool, settings: SynthSettings, rng: np.random.Generat
     directions = pool.room(room_file).directions
 
     def event(role: str, label: str, files: list[tuple[str, int]], position: int, snr_range) -> dict:
-        file, frames = files[rng.integers(len(files))]
-        length = min(frames, samples)
-        start, onset = int(rng.integers(frames - length + 1)), int(rng.integers(samples - length + 1))
+        for _ in range(SEGMENT_TRIES):  # a segment without sound is drawn again (not in the official code)
+            file, frames = files[rng.integers(len(files))]
+            length = min(frames, samples)
+            start = int(rng.integers(frames - length + 1))
+            if pool.has_sound(role, file, start, length):
+                break
+        else:
+            raise ValueError(f"{pool.root / pool.dirs[role]}: {SEGMENT_TRIES} random segments of {label} were silent")
+        onset = int(rng.integers(samples - length + 1))
         return {
             "label": label,
             "source_file": file,

@@ -49,7 +49,7 @@ def soundscape_folder(data_root: str | Path) -> Path:
 def separate_root(model, data_root: str | Path, out: str | Path, batch_size: int = 1, progress: bool = True) -> Path:
     """Separate every mixture of ``data_root`` and write the submission folder ``out`` atomically."""
     if not isinstance(model, SoundSceneSeparator):
-        raise TypeError(f"{type(model).__name__} is not a Task 4 model (it has no separate())")
+        raise ValueError(f"{type(model).__name__} is not a Task 4 model (it has no separate())")
     dataset = DevTestSet(soundscape_folder(data_root), references=False)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_scenes)
     results = []
