@@ -5,6 +5,7 @@ checked against an independent decomposition: least squares over the files the s
 from which the SNRs are measured and the references predicted in closed form.
 """
 
+import dataclasses
 import itertools
 import json
 import re
@@ -538,3 +539,18 @@ def test_silent_segments_are_drawn_again(tmp_path):
         draw_scene(
             SourcePool(tmp_path, "train", SECONDS), SynthSettings((1, 1), SECONDS), np.random.default_rng(0), "s"
         )
+
+
+def test_duplicates_without_a_far_enough_position_are_left_out(t4_root):
+    """A room whose positions all lie within 30 degrees cannot hold same-class sources 60 degrees apart: such scenes
+    keep their distinct classes and drop the duplicate instead of failing."""
+    pool = SourcePool(t4_root, "train", SECONDS)
+    for file in pool.rooms:
+        room = pool.room(file)
+        pool.room_cache[file] = dataclasses.replace(room, directions=np.zeros_like(room.directions) + [[0.0, 0.0]])
+        pool.room_cache[file].directions[1::2, 0] = 30.0
+    settings = SynthSettings(event_range=(2, 3), seconds=SECONDS)
+    for i in range(80):
+        fg = draw_scene(pool, settings, np.random.default_rng([5, i]), "s")["fg_events"]
+        labels = [e["label"] for e in fg]
+        assert len(set(labels)) == len(labels) and len(labels) >= 1

@@ -394,11 +394,8 @@ def draw_scene(pool: SourcePool, settings: SynthSettings, rng: np.random.Generat
         same = [e for e in targets if e["label"] == label]
         taken = directions[[e["rir_index"] for e in same]]
         far = np.flatnonzero((angles_between(directions, taken) > settings.duplicate_min_angle).all(axis=1))
-        if not far.size:
-            raise ValueError(
-                f"{pool.root / room_file}: no source position is more than {settings.duplicate_min_angle} deg from "
-                f"positions {[e['rir_index'] for e in same]}; same-class duplicates need positions in many directions"
-            )
+        if not far.size:  # a room with few positions: this duplicate is left out rather than placed too close
+            continue
         used = {_recording(e["source_file"]) for e in same}
         files = [f for f in pool.events[label] if _recording(f[0]) not in used] or pool.events[label]
         targets.append(event("foreground", label, files, far[rng.integers(far.size)], settings.snr_range))

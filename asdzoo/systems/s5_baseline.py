@@ -44,6 +44,14 @@ def _load_saved_state(path: str) -> dict[str, torch.Tensor]:
     return read_state_dict(p)
 
 
+def _load_strictly(module: nn.Module, state: dict[str, torch.Tensor], source, problem: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error naming the file and what it is not."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{source}: {problem} ({err})") from None
+
+
 class S5Tagger(CapturesInit, L.LightningModule):
     """``M2dAt`` (``channels=1``, reference channel 0) or ``M2dAtSpatial`` (``channels=4``) with the
     permutation-invariant slot cross-entropy.
@@ -88,10 +96,7 @@ class S5Tagger(CapturesInit, L.LightningModule):
             state = load_m2d_tagger(str(p), num_heads=self.model.m2d.cfg.num_heads).state_dict()
         else:
             state = {k.removeprefix("model."): v for k, v in _load_saved_state(path).items()}
-        try:
-            self.model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"{path}: not a tagger of this architecture ({err})") from None
+        _load_strictly(self.model, state, path, "not a tagger of this architecture")
 
     def _freeze(self, layers: str) -> None:
         blocks = list(self.model.m2d.backbone.blocks)
@@ -167,10 +172,7 @@ class S5Separator(CapturesInit, L.LightningModule):
         self.lr = lr
         if init_from is not None:
             state = {k.removeprefix("model."): v for k, v in _load_saved_state(init_from).items()}
-            try:
-                self.model.load_state_dict(state, strict=True)
-            except RuntimeError as err:
-                raise ValueError(f"{init_from}: not a ResUNetK of width {width} ({err})") from None
+            _load_strictly(self.model, state, init_from, f"not a ResUNetK of width {width}")
 
     def saved_config(self, config: dict) -> dict:
         return config | {"init_from": None}
@@ -257,8 +259,5 @@ def load_official_s5(path: str | Path, tagger: dict | None = None, separator: di
         (chain.tagger.model, official.state_dict(), found[names[0]]),
         (chain.separator.model, read_state_dict(found[names[1]]), found[names[1]]),
     ):
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"{file}: does not match the architecture of this entry ({err})") from None
+        _load_strictly(model, state, file, "does not match the architecture of this entry")
     return chain.eval()
