@@ -87,12 +87,13 @@ def trained(t4_root):
     L.seed_everything(test_seed())
     tagger = S5Tagger(channels=1, lr=5e-3, **TAGGER)
     before_tagger = source_accuracy(tagger, t4_root)
-    scenes = fixed_scenes(TaggerDataModule(str(t4_root), segment_seconds=2.0, seed=test_seed()), 128)
-    fit(tagger, scenes, batch_size=16, epochs=20)
+    scenes = fixed_scenes(TaggerDataModule(str(t4_root), segment_seconds=2.0, seed=test_seed()), 192)
+    fit(tagger, scenes, batch_size=16, epochs=25)
+    L.seed_everything(test_seed())  # the separator's start does not depend on how the tagger's run went
     separator = S5Separator(lr=3e-3, **SEPARATOR)
     before_separator = mean_snri(separator, t4_root)
-    scenes = fixed_scenes(SeparatorDataModule(str(t4_root), segment_seconds=1.0, seed=test_seed()), 32)
-    fit(separator, scenes, batch_size=2, epochs=2)
+    scenes = fixed_scenes(SeparatorDataModule(str(t4_root), segment_seconds=1.0, seed=test_seed()), 64)
+    fit(separator, scenes, batch_size=2, epochs=3)
     return dict(tagger=tagger, separator=separator, before_tagger=before_tagger, before_separator=before_separator)
 
 

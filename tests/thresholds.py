@@ -75,6 +75,11 @@ MARKS: dict[str, Mark] = {
     "beats-distill student: mean pooled AUC of fan and valve": Mark((0.6525, 0.7713, 0.7863, 0.6850), chance=AUC),
     "beats-distill student: official score": Mark((0.6243, 0.7005, 0.7259, 0.6739), chance=AUC),
     "beats-distill student: attribute accuracy on test normals": Mark((0.7250, 0.7750, 0.7500, 0.7750), chance=0.1),
+    # Task 4 baseline on the small built-in FOA set (tests/test_s5_training.py); chance = the untrained models
+    # (source-level accuracy 0.087 on seed 0: random labels; SNRi gain 0 by definition)
+    "s5 tagger: source-level accuracy on validation scenes": Mark((0.2923, 0.2200, 0.1972, 0.2239), chance=0.09),
+    "s5 tagger: accuracy gain over untrained": Mark((0.2049, 0.1830, 0.1706, 0.1230), chance=0.0),
+    "s5 separator: SNRi gain over untrained (dB)": Mark((1.0171, 1.2497, 1.6012, 0.8353), chance=0.0, margin=0.3),
 }
 
 
