@@ -24,6 +24,11 @@ class SavePretrained(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if self.use_best else ""
+        if self.use_best and not best:
+            log.warning(
+                "SavePretrained(use_best=True): no best checkpoint (no ModelCheckpoint or no monitored "
+                "value, e.g. no validation data); the last epoch's weights are written"
+            )
         if best:
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             pl_module.load_state_dict(state)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 
@@ -108,10 +110,12 @@ def evaluate_and_report(scores_dir, truth, out=None, plots=None, machines=None):
 
 
 def _cmd_evaluate(args) -> None:
+    from asdzoo.data.task4 import DEV_TEST
     from asdzoo.tasks.task4 import ESTIMATES, RESULTS_JSON
 
     folder = Path(args.scores_dir)
-    if (folder / ESTIMATES).is_dir() or (folder / RESULTS_JSON).is_file():
+    task4_root = args.data_root and (Path(args.data_root) / DEV_TEST / "soundscape").is_dir()
+    if (folder / ESTIMATES).is_dir() or (folder / RESULTS_JSON).is_file() or task4_root:
         _evaluate_task4(args)
         return
     evaluate_and_report(args.scores_dir, _truth(args), args.out, args.plots, args.machines)
@@ -359,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (AudioError, FileNotFoundError, ModelNotFoundError, WeightsNotAvailableError, ValueError) as err:
         print(f"asdzoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:  # disk, torch, archives
+        print(f"asdzoo {args.command}: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     return 0
 

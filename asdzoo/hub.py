@@ -7,12 +7,14 @@ rebuilds the class from the registry's allow-list (:mod:`asdzoo.zoo`) and never 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import urllib.parse
 import urllib.request
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -169,8 +171,11 @@ def _fetch_release(entry, local_files_only: bool | None) -> Path:
         )
     try:
         with urllib.request.urlopen(entry.release_url, timeout=60) as response, atomic_path(target) as tmp:
-            Path(tmp).write_bytes(response.read())
-    except OSError as err:  # urllib's URLError / HTTPError and socket timeouts are OSErrors
+            with open(tmp, "wb") as f:  # streamed: release archives can be GBs
+                shutil.copyfileobj(response, f)
+            if not zipfile.is_zipfile(tmp):  # e.g. a proxy's HTML page: never cache it as the release
+                raise ValueError("the server's answer is not a zip archive")
+    except (OSError, ValueError, http.client.HTTPException) as err:  # URLError, HTTPError, timeouts, cut connections
         raise WeightsNotAvailableError(f"weights for {entry.name!r}: downloading failed ({err}); {todo}") from None
     return target
 

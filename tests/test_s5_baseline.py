@@ -159,3 +159,77 @@ def test_stage_two_starts_from_a_saved_stage_one(tmp_path):
     assert stage2.config["init_from"] is None and stage2.config["m2d"]["depth"] == 2
     with pytest.raises(ValueError, match="not a tagger of this architecture"):
         S5Tagger(m2d=dict(TINY_M2D, depth=3), track_in=32, track_hidden=16, init_from=str(tmp_path / "stage1"))
+
+
+def test_silent_slots_move_last_and_name_the_written_files(tmp_path):
+    """A tagger answering [silence, Speech, silence] gives labels [Speech, silence, silence], the query of Speech in
+    slot 0, the probabilities reordered with them, and one file ``<soundscape>_0_Speech.wav``."""
+    import soundfile as sf
+
+    from asdzoo.tasks.task4 import separate_root
+
+    torch.manual_seed(0)
+    chain = S5Chain.from_parts(S5Tagger(channels=1, **TINY_TAGGER), S5Separator(**SMALL_SEPARATOR))
+    chain.tagger.tag = lambda mixture: ([[SILENCE, "Speech", SILENCE]] * len(mixture), torch.tensor([[0.7, 0.9, 0.6]]))
+    mixture = 0.1 * torch.randn(1, 4, 8000)
+    out = chain.separate(mixture)
+    assert out["labels"] == [["Speech", SILENCE, SILENCE]]
+    assert torch.allclose(out["probabilities"], torch.tensor([[0.9, 0.7, 0.6]]))
+    with torch.no_grad():
+        expected = chain.separator(mixture, separator_query(["Speech"])[None])
+    assert torch.equal(out["waveforms"], expected) and expected[0, 0].abs().max() > 0 and not expected[0, 1:].any()
+    data = tmp_path / "data" / "synthesized" / "test" / "soundscape"
+    data.mkdir(parents=True)
+    sf.write(data / "mix_7.wav", mixture[0].T.numpy(), 32000, subtype="FLOAT")
+    separate_root(chain, tmp_path / "data", tmp_path / "sub", progress=False)
+    assert sorted(p.name for p in (tmp_path / "sub" / "eval_out").iterdir()) == ["mix_7_0_Speech.wav"]
+
+
+def test_separate_refuses_outputs_that_would_replace_data(tmp_path):
+    from asdzoo.tasks.task4 import separate_root
+
+    chain = S5Chain.from_parts(S5Tagger(channels=1, **TINY_TAGGER), S5Separator(**SMALL_SEPARATOR))
+    (tmp_path / "data" / "soundscape").mkdir(parents=True)
+    (tmp_path / "notes").mkdir()
+    for out, message in (
+        (tmp_path / "data", "outside the data"),
+        (tmp_path / "data" / "sub", "outside the data"),
+        (tmp_path, "outside the data"),
+        (tmp_path / "notes", "not a previous submission"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            separate_root(chain, tmp_path / "data", out, progress=False)
+    assert (tmp_path / "data" / "soundscape").is_dir() and (tmp_path / "notes").is_dir()
+
+
+def test_release_download_branch_converts_once_and_never_caches_a_non_zip(tiny_release_entry, release_zip, tmp_path):
+    """``load`` of a release entry downloads (here from a file:// URL), converts and stores it; an answer that is no
+    zip archive (a proxy's page) is refused and not kept."""
+    from dataclasses import replace
+
+    from asdzoo.hub import asdzoo_home
+
+    path, _ = release_zip
+    ZOO[tiny_release_entry.name] = replace(tiny_release_entry, release_url=path.as_uri())
+    model = load(tiny_release_entry.name, local_files_only=False)
+    assert isinstance(model, S5Chain) and (asdzoo_home() / "models" / tiny_release_entry.name / "config.json").is_file()
+    assert (asdzoo_home() / "downloads" / path.name).is_file()
+    page = tmp_path / "other" / "baseline_checkpoint.zip"
+    page.parent.mkdir()
+    page.write_text("<html>sign in to the proxy</html>")
+    ZOO[tiny_release_entry.name] = replace(tiny_release_entry, release_url=page.as_uri())
+    (asdzoo_home() / "downloads" / path.name).unlink()
+    import shutil
+
+    shutil.rmtree(asdzoo_home() / "models" / tiny_release_entry.name)
+    with pytest.raises(WeightsNotAvailableError, match="not a zip archive"):
+        load(tiny_release_entry.name, local_files_only=False)
+    assert not (asdzoo_home() / "downloads" / path.name).exists()
+
+
+def test_install_names_what_a_wrong_release_file_is(tiny_release_entry, m2d_ref, tmp_path):
+    d, _ = m2d_ref
+    with pytest.raises(ValueError, match="tiny_m2dat_4c.ckpt: holds no m2dat_4c.ckpt / resunetk.ckpt"):
+        install(d / "tiny_m2dat_4c.ckpt", tiny_release_entry.name)  # a torch checkpoint is a zip, but not the release
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        install(tmp_path / "missing.zip", tiny_release_entry.name)

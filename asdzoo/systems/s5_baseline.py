@@ -9,6 +9,8 @@ amsgrad; gradient clipping 0.5 lives in the trainer configs.
 
 from __future__ import annotations
 
+import logging
+import pickle
 import tempfile
 import zipfile
 from pathlib import Path
@@ -25,6 +27,8 @@ from asdzoo.encoders.m2d import M2D, M2DTagger, load_m2d_tagger
 from asdzoo.metrics.task4 import label_accuracy, label_counts
 from asdzoo.nn.pit import class_aware_pit_loss, tagger_pit_loss
 from asdzoo.nn.resunetk import ResUNetK, read_state_dict
+
+log = logging.getLogger(__name__)
 
 # the M2D encoder fields a saved tagger needs to rebuild its architecture without the weight file
 M2D_SIZE_FIELDS = ("embed_dim", "depth", "num_heads", "input_size", "patch_size", "sample_rate")
@@ -86,6 +90,7 @@ class S5Tagger(CapturesInit, L.LightningModule):
         )
         if init_from is not None:
             self._init_from(init_from)
+        self.random_encoder = m2d_checkpoint is None and init_from is None
         self.lr = lr
         self.finetuning_layers = finetuning_layers
         self._freeze(finetuning_layers)
@@ -114,6 +119,13 @@ class S5Tagger(CapturesInit, L.LightningModule):
         self.model.requires_grad_(False)
         for module in trainable:
             module.requires_grad_(True)
+
+    def on_fit_start(self) -> None:
+        if self.random_encoder and self.finetuning_layers != "all":
+            log.warning(
+                "S5Tagger: trained without m2d_checkpoint or init_from: its frozen M2D layers are random and stay "
+                "random (pass --model.m2d_checkpoint, or --model.finetuning_layers all to train from scratch)"
+            )
 
     def saved_config(self, config: dict) -> dict:
         cfg = self.model.m2d.cfg
@@ -244,9 +256,21 @@ def load_official_s5(path: str | Path, tagger: dict | None = None, separator: di
     """The released baseline (``baseline_checkpoint.zip``, or it unpacked: ``checkpoint/m2dat_{1c,4c}.ckpt`` and
     ``checkpoint/resunetk.ckpt``) as the :class:`S5Chain` of these arguments; both checkpoints load strictly."""
     path = Path(path)
-    if zipfile.is_zipfile(path):
-        with tempfile.TemporaryDirectory() as tmp:
-            zipfile.ZipFile(path).extractall(tmp)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (expected the release's baseline_checkpoint.zip)")
+    if path.is_file():
+        try:
+            archive = zipfile.ZipFile(path)
+        except zipfile.BadZipFile:
+            raise ValueError(f"{path}: not a zip archive (expected the release's baseline_checkpoint.zip)") from None
+        with archive, tempfile.TemporaryDirectory() as tmp:
+            names = {Path(n).name for n in archive.namelist()}
+            wanted = (f"m2dat_{(tagger or {}).get('channels', 1)}c.ckpt", "resunetk.ckpt")
+            if not set(wanted) <= names:  # a torch .ckpt is a zip too: say what this one is not
+                raise ValueError(
+                    f"{path}: holds no {' / '.join(wanted)} (expected the release's baseline_checkpoint.zip)"
+                )
+            archive.extractall(tmp, [n for n in archive.namelist() if Path(n).name in wanted])
             return load_official_s5(tmp, tagger, separator)
     chain = S5Chain(tagger, separator)
     found = {p.name: p for p in path.rglob("*.ckpt")} if path.is_dir() else {}
@@ -254,7 +278,10 @@ def load_official_s5(path: str | Path, tagger: dict | None = None, separator: di
     missing = [n for n in names if n not in found]
     if missing:
         raise FileNotFoundError(f"{path}: missing {', '.join(missing)} (expected the baseline's checkpoint/ folder)")
-    official = load_m2d_tagger(str(found[names[0]]), num_heads=chain.tagger.model.m2d.cfg.num_heads)
+    try:
+        official = load_m2d_tagger(str(found[names[0]]), num_heads=chain.tagger.model.m2d.cfg.num_heads)
+    except (RuntimeError, KeyError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{found[names[0]]}: not an M2D tagger checkpoint of the release ({err!r})") from None
     for model, state, file in (
         (chain.tagger.model, official.state_dict(), found[names[0]]),
         (chain.separator.model, read_state_dict(found[names[1]]), found[names[1]]),

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asdzoo.atomic import atomic_dir, atomic_path
-from asdzoo.audio.io import read_audio
+from asdzoo.audio.io import AudioError, read_audio
 from asdzoo.data.s5 import MIX_CHANNELS, N_SLOTS, SAMPLE_RATE, SILENCE
 from asdzoo.data.task4 import DEV_TEST, DevTestSet, collate_scenes, match_references, pad_labels, scan_dev_test
 from asdzoo.metrics.task4 import S5Evaluation
@@ -37,19 +37,44 @@ class SoundSceneSeparator(Protocol):
     def separate(self, mixture: torch.Tensor) -> dict: ...
 
 
+EVAL_SET = "synthesized/eval"  # the official evaluation set: eval_set/synthesized/eval/soundscape/eval_NNNN.wav
+
+
 def soundscape_folder(data_root: str | Path) -> Path:
-    """The folder holding ``soundscape/``: a Task 4 root (``synthesized/test``) or that folder itself."""
+    """The folder holding ``soundscape/``: a dev root (``synthesized/test``), an eval root (``synthesized/eval``) or
+    that folder itself."""
     root = Path(data_root)
-    for candidate in (root / DEV_TEST, root):
+    for candidate in (root / DEV_TEST, root / EVAL_SET, root):
         if (candidate / "soundscape").is_dir():
             return candidate
-    raise FileNotFoundError(f"{root}: no soundscape/ folder (expected {root}/{DEV_TEST}/soundscape/*.wav)")
+    raise FileNotFoundError(
+        f"{root}: no soundscape/ folder (expected {root}/{DEV_TEST}/soundscape/*.wav or {root}/{EVAL_SET}/soundscape)"
+    )
+
+
+def _check_output(out: Path, data_root: Path) -> None:
+    """``out`` is replaced as a whole: refuse anything that is not a previous submission, and the data itself."""
+    out, data = out.absolute(), data_root.absolute()
+    if out == data or data.is_relative_to(out) or out.is_relative_to(data):
+        raise ValueError(f"{out}: the output folder must lie outside the data ({data}), it is replaced as a whole")
+    if out.exists() and not ((out / RESULTS_JSON).is_file() or (out / ESTIMATES).is_dir()):
+        raise ValueError(f"{out}: exists and is not a previous submission folder; choose a new --out")
+
+
+def parameter_count(model) -> int:
+    """Parameters as the official submission counts them: asdzoo keeps ResUNetK's fixed STFT kernels as buffers,
+    torchlibrosa as (frozen) parameters."""
+    from asdzoo.nn.resunetk import AnalyticBuffers
+
+    kernels = sum(b.numel() for m in model.modules() if isinstance(m, AnalyticBuffers) for b in m.buffers())
+    return sum(p.numel() for p in model.parameters()) + kernels
 
 
 def separate_root(model, data_root: str | Path, out: str | Path, batch_size: int = 1, progress: bool = True) -> Path:
     """Separate every mixture of ``data_root`` and write the submission folder ``out`` atomically."""
     if not isinstance(model, SoundSceneSeparator):
         raise ValueError(f"{type(model).__name__} is not a Task 4 model (it has no separate())")
+    _check_output(Path(out), Path(data_root))
     dataset = DevTestSet(soundscape_folder(data_root), references=False)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_scenes)
     results = []
@@ -68,7 +93,7 @@ def separate_root(model, data_root: str | Path, out: str | Path, batch_size: int
                     sf.write(tmp / ESTIMATES / filename, wave.cpu().numpy(), SAMPLE_RATE, subtype="FLOAT")
                     estimates.append({"filename": filename, "label": label, "probability": prob})
                 results.append({"soundscape": name, "estimate": estimates})
-        summary = {"nparams": sum(p.numel() for p in model.parameters()), "probabilities": results}
+        summary = {"nparams": parameter_count(model), "probabilities": results}
         (tmp / RESULTS_JSON).write_text(json.dumps(summary, indent=2))
     return Path(out)
 
@@ -89,11 +114,18 @@ def evaluate_separation(estimates: str | Path, data_root: str | Path) -> dict:
     for scene in tqdm(scenes, desc="evaluate", unit="mixture"):
         mixture = read_audio(scene.mixture, channels=MIX_CHANNELS, sample_rate=SAMPLE_RATE)
         length = mixture.shape[-1]
-        refs = [read_audio(p, channels=1, sample_rate=SAMPLE_RATE)[0] for p in scene.references]
-        ests = [read_audio(p, channels=1, sample_rate=SAMPLE_RATE)[0][:length] for p, _ in found[scene.name]]
+        refs = [_same_length(p, length) for p in scene.references]
+        ests = [_same_length(p, length) for p, _ in found[scene.name]]
         ref_labels, est_labels = pad_labels(list(scene.labels)), pad_labels([label for _, label in found[scene.name]])
         evaluation.update(est_labels, _slots(ests, length), ref_labels, _slots(refs, length), mixture[0])
     return evaluation.compute()
+
+
+def _same_length(path: Path, length: int) -> torch.Tensor:
+    wave = read_audio(path, channels=1, sample_rate=SAMPLE_RATE)[0]
+    if wave.shape[-1] != length:
+        raise AudioError(path, f"has {wave.shape[-1]} samples, its mixture {length}")
+    return wave
 
 
 def _slots(waves: list[torch.Tensor], length: int) -> torch.Tensor:
