@@ -126,6 +126,8 @@ def _evaluate_task4(args) -> None:
 
     if not args.data_root:
         raise ValueError(f"{args.scores_dir}: Task 4 estimates are scored against --data-root (its dev-test set)")
+    if args.plots or args.machines:
+        raise ValueError("--plots and --machines are Task 2 options; a Task 4 evaluation takes --data-root and --out")
     result = evaluate_separation(args.scores_dir, args.data_root)
     print(format_result(result))
     if args.out:

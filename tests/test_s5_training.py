@@ -188,7 +188,7 @@ def test_training_configs_run_and_export_the_best_epoch(t4_root, tmp_path):
     _train_cli("s5_tagger.yaml", t4_root, tmp_path / "stage1", *tiny)
     stage1 = load(tmp_path / "stage1" / "model")
     best = torch.load(next((tmp_path / "stage1/checkpoints").glob("epoch=*.ckpt")), weights_only=True)["state_dict"]
-    assert all(torch.equal(v, best[k]) for k, v in stage1.state_dict().items())  # the best epoch, not the last
+    assert all(torch.equal(v, best[k]) for k, v in stage1.state_dict().items())  # the best checkpoint's weights
     assert (tmp_path / "stage1/checkpoints/last.ckpt").is_file()
     _train_cli(
         "s5_tagger_2blks.yaml",
