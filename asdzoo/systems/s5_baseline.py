@@ -22,7 +22,7 @@ from torchmetrics.functional.audio import pit_permutate, signal_noise_ratio
 
 from asdzoo.config import CapturesInit
 from asdzoo.data.s5 import MIX_CHANNELS, N_SLOTS, SILENCE, TAGGER_CLASSES
-from asdzoo.data.task4 import separator_query
+from asdzoo.data.task4 import labels_from_vector, separator_query
 from asdzoo.encoders.m2d import M2D, M2DTagger, load_m2d_tagger
 from asdzoo.metrics.task4 import label_accuracy, label_counts
 from asdzoo.nn.pit import class_aware_pit_loss, tagger_pit_loss
@@ -140,8 +140,8 @@ class S5Tagger(CapturesInit, L.LightningModule):
     def tag(self, mixture: torch.Tensor) -> tuple[list[list[str]], torch.Tensor]:
         """Argmax label per slot (no threshold, as the baseline) and its softmax probability ``[B, 3]``."""
         probs = self(mixture).softmax(-1)
-        best, idx = probs.max(-1)
-        return [[TAGGER_CLASSES[i] for i in row] for row in idx.tolist()], best
+        best = probs.max(-1).values
+        return [labels_from_vector(row) for row in probs], best
 
     def training_step(self, batch, batch_idx):
         loss, _ = tagger_pit_loss(self(batch["mixture"]), batch["classes"])
@@ -151,7 +151,7 @@ class S5Tagger(CapturesInit, L.LightningModule):
     def validation_step(self, batch, batch_idx):
         logits = self(batch["mixture"])
         loss, _ = tagger_pit_loss(logits, batch["classes"])
-        predicted = [[TAGGER_CLASSES[i] for i in row] for row in logits.argmax(-1).tolist()]
+        predicted = [labels_from_vector(row) for row in logits]
         mixture_acc, source_acc = label_accuracy([label_counts(p, r) for p, r in zip(predicted, batch["labels"])])
         n = len(batch["mixture"])
         self.log("val/loss", loss, prog_bar=True, batch_size=n)
