@@ -187,7 +187,7 @@ def _cmd_quickstart(args) -> None:
 
 
 def _cmd_search(args) -> None:
-    from asdzoo.search import SearchData, fuse_top, run_search
+    from asdzoo.search import SearchData, fit_fusion_weights, fused_per_root, fusion_members, run_search
 
     results, datas = [], []
     for enc in args.encoder:
@@ -210,12 +210,23 @@ def _cmd_search(args) -> None:
         ],
     }
     if args.fuse:
-        per_root, chosen = fuse_top(results, datas, args.fuse)
+        members = fusion_members(results, args.fuse)
+        equal = fused_per_root(members, datas, [1 / len(members)] * len(members))
+        t_fit = time.time()
+        fitted = fit_fusion_weights(members, datas, step=args.fuse_step)
+        print(f"\nfusion of the top {len(members)} (training-normal Z alignment):")
+        print(f"  equal weights: worst {100 * min(equal):.2f}, mean {100 * sum(equal) / len(equal):.2f}")
         print(
-            f"\nfusion of the top {len(chosen)} (equal weights, training-normal Z alignment): "
-            f"worst {100 * min(per_root):.2f}, mean {100 * sum(per_root) / len(per_root):.2f}"
+            f"  fitted weights (on these roots, so not held out; {fitted.evaluated} weight vectors in "
+            f"{time.time() - t_fit:.0f} s): worst {100 * fitted.worst:.2f}, mean {100 * fitted.mean:.2f}"
         )
-        report["fusion"] = dict(worst=min(per_root), per_root=per_root, members=[c.label for c in chosen])
+        for w, c in zip(fitted.weights, members):
+            print(f"    {w:.2f}  {c.label}")
+        report["fusion"] = dict(
+            members=[dict(label=c.label, **c.genrep_kwargs()) for c in members],
+            equal_weights=dict(worst=min(equal), per_root=equal),
+            fitted=dict(weights=fitted.weights, worst=fitted.worst, per_root=fitted.per_root),
+        )
     if args.out:
         from asdzoo.atomic import write_text
 
@@ -347,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--machines", nargs="+")
     s.add_argument("--top", type=int, default=3, help="stage-1 configurations that get the backend grid")
     s.add_argument("--full", action="store_true", help="cross every option instead of the staged search")
-    s.add_argument("--fuse", type=int, default=0, help="also fuse the N best configurations")
+    s.add_argument("--fuse", type=int, default=0, help="also fuse the N best configurations and fit their weights")
+    s.add_argument("--fuse-step", type=float, default=0.05, help="granularity of the fitted fusion weights")
     s.add_argument("--show", type=int, default=0, help="print only the N best (default: every configuration)")
     s.add_argument("--out", help="write every result as JSON")
     s.add_argument("--no-cache", action="store_true")

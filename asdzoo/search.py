@@ -36,16 +36,26 @@ POOLINGS = (
 REFERENCE_BACKEND = dict(metric="cosine", k=1, backend="raw")
 
 
+LDN_NEIGHBORS = (1, 4)  # LDN's density neighbourhood K as the public LDN/DLDN implementations use it
+
+
 def backend_grid() -> list[dict]:
-    single = [
-        dict(metric=m, k=k, backend=b)
-        for m in ("euclidean", "cosine")
+    """Table 2, with LDN's K searched too: the LDN backends appear once per K of ``LDN_NEIGHBORS``."""
+    metrics = ("euclidean", "cosine")
+    single = [dict(metric=m, k=k, backend="raw") for m in metrics for k in (1, 3, 5, 10, 20)]
+    single += [
+        dict(metric=m, k=k, backend="ldn", ldn_neighbors=n)
+        for m in metrics
         for k in (1, 3, 5, 10, 20)
-        for b in ("raw", "ldn")
+        for n in LDN_NEIGHBORS
     ]
-    domain = [dict(metric=m, k=1, backend=b) for m in ("euclidean", "cosine") for b in ("domain_z", "dldn")]
+    domain = [dict(metric=m, k=1, backend="domain_z") for m in metrics]
+    domain += [dict(metric=m, k=1, backend="dldn", ldn_neighbors=n) for m in metrics for n in LDN_NEIGHBORS]
     domain += [
-        dict(metric=m, k=1, backend="wdbldn", target_weight=w) for m in ("euclidean", "cosine") for w in (0.5, 2.0)
+        dict(metric=m, k=1, backend="wdbldn", target_weight=w, ldn_neighbors=n)
+        for m in metrics
+        for w in (0.5, 2.0)
+        for n in LDN_NEIGHBORS
     ]
     return single + domain
 
@@ -178,10 +188,9 @@ def _cand(encoder, method, pre, pooling, backend) -> Candidate:
     return Candidate(encoder, method, {**pooling, "tau": pre[0], "rho": pre[1]}, dict(backend))
 
 
-def fuse_top(cands: list[Candidate], roots: list[SearchData], n: int) -> tuple[list[float], list[Candidate]]:
-    """Equal-weight fusion (eqs. 17-18) of the best configuration of each of the ``n`` best distinct embeddings
-    (encoder, input method, pooling): fusing two backends of one embedding adds little. Returns the fused official
-    score on each root and the members."""
+def fusion_members(cands: list[Candidate], n: int) -> list[Candidate]:
+    """The best configuration of each of the ``n`` best distinct embeddings (encoder, input method, pooling):
+    fusing two backends of one embedding adds little."""
     chosen, seen = [], set()
     for c in cands:
         key = (c.encoder, c.input_method, PoolingConfig(**c.pooling).label)
@@ -190,12 +199,77 @@ def fuse_top(cands: list[Candidate], roots: list[SearchData], n: int) -> tuple[l
             seen.add(key)
         if len(chosen) == n:
             break
-    w = [1.0 / len(chosen)] * len(chosen)
+    return chosen
+
+
+def fused_per_root(members: list[Candidate], roots: list[SearchData], weights) -> list[float]:
+    """Official score on each root of the members fused with ``weights`` (eqs. 17-18)."""
     per_root = []
     for i, sd in enumerate(roots):
         trip = []
         for m, d in sd.data.items():
-            s = fuse([c.test_scores[i, m] for c in chosen], [c.train_scores[i, m] for c in chosen], w)
+            s = fuse([c.test_scores[i, m] for c in members], [c.train_scores[i, m] for c in members], list(weights))
             trip += _triplet(d, s)
         per_root.append(official_score(trip))
-    return per_root, chosen
+    return per_root
+
+
+@dataclass
+class FusionFit:
+    weights: list[float]
+    per_root: list[float]
+    evaluated: int  # weight vectors scored
+
+    @property
+    def worst(self) -> float:
+        return min(self.per_root)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_root))
+
+
+def fit_fusion_weights(
+    members: list[Candidate], roots: list[SearchData], step: float = 0.05, coarse: float = 0.1
+) -> FusionFit:
+    """Non-negative fusion weights summing to one (eq. 18), chosen on the dev roots by the worst official score
+    (then the mean), like every other choice of the search.
+
+    Every weight vector of the ``coarse`` simplex grid is scored, then the best is refined on the ``step`` grid
+    by moving ``step`` of weight from one member to another while that improves it (the paper's fusion weights
+    are multiples of 0.05). Scoring the whole 0.05 grid of five members (10,626 vectors) would take minutes."""
+    units = round(1 / step)
+    if not np.isclose(units * step, 1.0) or not 1 <= round(coarse / step) <= units:
+        raise ValueError(f"fusion weight steps must divide 1 (step {step}, coarse {coarse})")
+    seen: dict[tuple[int, ...], tuple[float, float]] = {}
+
+    def rank(counts: tuple[int, ...]) -> tuple[float, float]:
+        if counts not in seen:
+            per_root = fused_per_root(members, roots, np.array(counts) / units)
+            seen[counts] = (min(per_root), float(np.mean(per_root)))
+        return seen[counts]
+
+    best = max(_compositions(units, len(members), round(coarse / step)), key=rank)
+    improved = True
+    while improved:
+        improved = False
+        for i, j in itertools.permutations(range(len(members)), 2):
+            if best[i] == 0:
+                continue
+            moved = list(best)
+            moved[i], moved[j] = moved[i] - 1, moved[j] + 1
+            if rank(tuple(moved)) > rank(best):
+                best, improved = tuple(moved), True
+    weights = [c / units for c in best]
+    return FusionFit(weights, fused_per_root(members, roots, weights), len(seen))
+
+
+def _compositions(total: int, parts: int, unit: int):
+    """Every tuple of ``parts`` non-negative multiples of ``unit`` summing to ``total`` (the remainder, when
+    ``unit`` does not divide ``total``, goes to the first part)."""
+    coarse_total, rest = divmod(total, unit)
+    for bars in itertools.combinations(range(coarse_total + parts - 1), parts - 1):
+        edges = (-1, *bars, coarse_total + parts - 1)
+        counts = [unit * (edges[p + 1] - edges[p] - 1) for p in range(parts)]
+        counts[0] += rest
+        yield tuple(counts)

@@ -168,7 +168,8 @@ GENREP_BEST = {
         encoder="aisfx",
         input_method="n_0.5f",
         pooling=dict(method="rdp", alpha=16, tau=0.15, rho=0.3),
-        backend=dict(metric="cosine", k=3, backend="ldn"),
+        # K=5 was LDN's fixed density neighbourhood when this configuration was chosen (the default is now 1)
+        backend=dict(metric="cosine", k=3, backend="ldn", ldn_neighbors=5),
     ),
 }
 GENREP_SEARCH_NOTE = (

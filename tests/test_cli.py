@@ -142,7 +142,8 @@ def test_search_over_two_roots_ranks_by_worst_case(synth_root, tmp_path, capsys)
     report = json.loads(out.read_text())
     results = report["results"]
     # stage 1 (7 input methods x 11 poolings; log-mel frames get no activation thresholds) + the Table 2 backend grid
-    assert len(results) == 7 * 11 + 28
+    # (10 raw, 20 LDN, 2 domain-wise Z, 4 DLDN, 8 weighted DB-LDN: every LDN backend with K = 1 and 4)
+    assert len(results) == 7 * 11 + 44
     assert len({tuple(r["per_root"]) for r in results}) > len(results) // 2  # no mass of tied (constant) scores
     worst = [r["worst"] for r in results]
     assert worst == sorted(worst, reverse=True)
@@ -154,6 +155,11 @@ def test_search_over_two_roots_ranks_by_worst_case(synth_root, tmp_path, capsys)
         for root, value in zip((synth_root, valve_only), r["per_root"]):
             assert dev_official_score(GenRep(**kwargs), root) == pytest.approx(value, abs=1e-12)
     assert any(r["per_root"][0] != r["per_root"][1] for r in results)
-    assert len(report["fusion"]["members"]) == 2 and 0 < report["fusion"]["worst"] <= 1
+    fusion = report["fusion"]
+    assert len(fusion["members"]) == 2 and 0 < fusion["equal_weights"]["worst"] <= 1
+    weights = fusion["fitted"]["weights"]
+    assert min(weights) >= 0 and sum(weights) == pytest.approx(1.0)
+    # the fitted weights are chosen by the same rule and include the equal ones and each member alone
+    assert fusion["fitted"]["worst"] >= max(fusion["equal_weights"]["worst"], results[0]["worst"]) - 1e-12
     printed = capsys.readouterr().out
     assert printed.count(" | ") >= len(results)  # every configuration is printed

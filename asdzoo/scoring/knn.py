@@ -10,6 +10,7 @@ recomputed without clip i too, issue 11; O(N²) per bank, N ≈ 1000 per machine
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import faiss
@@ -17,6 +18,7 @@ import numpy as np
 
 METRICS = ("cosine", "euclidean")
 BACKENDS = ("raw", "ldn", "domain_z", "dldn", "wdbldn")
+LDN_BACKENDS = ("ldn", "dldn", "wdbldn")
 
 
 class MemoryBank:
@@ -41,8 +43,10 @@ class MemoryBank:
         itself, in order) drops each item's own match: leave-one-out."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         k_eff = min(k + int(exclude_self), len(self))
-        sims, idx = self.index.search(q, k_eff)
-        dist = 1.0 - sims if self.metric == "cosine" else np.sqrt(np.maximum(sims, 0.0))
+        _, idx = self.index.search(q, k_eff)
+        dist = self.exact_distances(q, idx)
+        order = np.argsort(dist, axis=1, kind="stable")  # float32 near-ties may come back out of order
+        dist, idx = np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
         if exclude_self:
             own = idx == np.arange(len(q))[:, None]
             # drop the self match where found, else the farthest one, keeping k columns in order
@@ -51,7 +55,28 @@ class MemoryBank:
             keep[np.arange(len(q)), drop] = False
             dist = dist[keep].reshape(len(q), k_eff - 1)
             idx = idx[keep].reshape(len(q), k_eff - 1)
-        return dist.astype(np.float64), idx
+        return dist, idx
+
+    def exact_distances(self, queries: np.ndarray, idx: np.ndarray, block: int = 256) -> np.ndarray:
+        """Distances of ``queries`` to the bank items ``idx`` ([Q, k]) in float64 (issue 11).
+
+        faiss ranks in float32, where ``1 - <a, b>`` loses most digits for near-duplicates (23 % relative error at
+        1 - cos = 5e-7) and LDN divides by such small densities. Cosine distances use float64 re-normalised vectors
+        (the stored ones are unit-norm only to float32 precision)."""
+        bank = self.embeddings.astype(np.float64)
+        q = np.asarray(queries, dtype=np.float64)
+        if self.metric == "cosine":
+            bank, q = _unit64(bank), _unit64(q)
+        out = np.empty(idx.shape)
+        for lo in range(0, len(q), block):
+            rows = slice(lo, lo + block)
+            dots = np.take_along_axis(q[rows] @ bank.T, idx[rows], axis=1)
+            if self.metric == "cosine":
+                out[rows] = 1.0 - dots
+            else:
+                sq = (q[rows] ** 2).sum(1, keepdims=True) + (bank**2).sum(1)[idx[rows]] - 2.0 * dots
+                out[rows] = np.sqrt(np.maximum(sq, 0.0))
+        return np.maximum(out, 0.0)
 
     def knn_score(self, queries: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
         """Eq. 1: mean distance to the k nearest bank items."""
@@ -93,6 +118,10 @@ class MemoryBank:
         return out
 
 
+def _unit64(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+
+
 def _held_out_densities(dist: np.ndarray, idx: np.ndarray, neighbors: int, rows: np.ndarray) -> np.ndarray:
     """``out[r, j]``: item j's ``local_density(neighbors)`` in the bank without item ``rows[r]`` (the removed
     item's own column is 1 and never used). ``dist, idx``: every item's distances to all others, nearest
@@ -108,6 +137,36 @@ def _held_out_densities(dist: np.ndarray, idx: np.ndarray, neighbors: int, rows:
     return out
 
 
+def domain_z_stats(banks: dict, k: int) -> dict:
+    """(μ, σ) per bank from its leave-one-out kNN scores on the training clips (domain-wise Z).
+
+    Fallback (issue 11), with a warning: a bank with one clip has no leave-one-out score, and one whose scores do
+    not spread (identical clips) has σ = 0; dividing by a tiny σ would blow its scores up and silently drop that
+    bank from the minimum. Such a bank takes σ (and, with one clip, μ) from the leave-one-out scores of all banks
+    pooled; if those do not spread either, raw distances (μ 0, σ 1)."""
+    own = {d: b.knn_score(b.embeddings, k, exclude_self=True) for d, b in banks.items() if len(b) > 1}
+    pooled = np.concatenate(list(own.values())) if own else np.zeros(0)
+    pooled_ok = len(pooled) > 1 and _spreads(pooled)
+    stats = {}
+    for d in banks:
+        s = own.get(d)
+        if s is not None and _spreads(s):
+            stats[d] = (float(s.mean()), float(s.std()))
+            continue
+        mu = float(s.mean()) if s is not None else (float(pooled.mean()) if pooled_ok else 0.0)
+        sd = float(pooled.std()) if pooled_ok else 1.0
+        why = "has one clip" if s is None else "has leave-one-out scores with no spread"
+        warnings.warn(
+            f"domain_z: the bank of domain {d} {why}; using mu={mu:.4g}, sigma={sd:.4g} instead", stacklevel=3
+        )
+        stats[d] = (mu, sd)
+    return stats
+
+
+def _spreads(scores: np.ndarray) -> bool:
+    return float(scores.std()) > 1e-9 * max(float(np.abs(scores).mean()), 1e-30)
+
+
 @dataclass
 class BackendConfig:
     """One backend of Table 2: distance, k, and how scores are calibrated."""
@@ -115,18 +174,20 @@ class BackendConfig:
     metric: str = "cosine"
     k: int = 1
     backend: str = "raw"  # raw | ldn (single bank) | domain_z | dldn | wdbldn (domain-aware banks)
-    ldn_neighbors: int = 5
+    # LDN's density neighbourhood K: 1 as MERL's reference code and the pooling study use (the peers also use 4)
+    ldn_neighbors: int = 1
     target_weight: float = 1.0  # wdbldn: target-bank scores are scaled by this before the minimum
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {BACKENDS}")
-        if self.k < 1:
-            raise ValueError("k must be >= 1")
+        if self.k < 1 or self.ldn_neighbors < 1:
+            raise ValueError("k and ldn_neighbors must be >= 1")
 
     @property
     def label(self) -> str:
-        extra = f",w={self.target_weight:g}" if self.backend == "wdbldn" else ""
+        extra = f" K={self.ldn_neighbors}" if self.backend in LDN_BACKENDS else ""
+        extra += f",w={self.target_weight:g}" if self.backend == "wdbldn" else ""
         return f"{self.metric[:3]} k={self.k} {self.backend}{extra}"
 
 
@@ -144,18 +205,14 @@ class KnnBackend:
             self.banks = {d: MemoryBank(self.embeddings[self.domains == d], cfg.metric) for d in present}
         self.density = (
             {d: b.local_density(cfg.ldn_neighbors) for d, b in self.banks.items()}
-            if cfg.backend in ("ldn", "dldn", "wdbldn")
+            if cfg.backend in LDN_BACKENDS
             else {}
         )
-        self.z_stats = {}
-        if cfg.backend == "domain_z":
-            for d, bank in self.banks.items():
-                s = bank.knn_score(bank.embeddings, cfg.k, exclude_self=True) if len(bank) > 1 else np.zeros(1)
-                self.z_stats[d] = (float(s.mean()), float(s.std()) + 1e-12)
+        self.z_stats = domain_z_stats(self.banks, cfg.k) if cfg.backend == "domain_z" else {}
 
     def _bank_scores(self, d, queries: np.ndarray, exclude_self: bool) -> np.ndarray:
         bank, cfg = self.banks[d], self.cfg
-        if cfg.backend in ("ldn", "dldn", "wdbldn"):
+        if cfg.backend in LDN_BACKENDS:
             s = bank.ldn_score(queries, cfg.k, cfg.ldn_neighbors, exclude_self, self.density[d])
         else:
             s = bank.knn_score(queries, cfg.k, exclude_self)
@@ -188,7 +245,7 @@ class KnnBackend:
 
     def _own_bank_scores(self, d) -> np.ndarray:
         cfg, bank = self.cfg, self.banks[d]
-        if cfg.backend not in ("ldn", "dldn", "wdbldn"):
+        if cfg.backend not in LDN_BACKENDS:
             return self._bank_scores(d, bank.embeddings, exclude_self=True)
         s = bank.held_out_ldn_scores(cfg.k, cfg.ldn_neighbors)
         return cfg.target_weight * s if cfg.backend == "wdbldn" and d == 1 else s
