@@ -24,6 +24,10 @@ def _cmd_list(args) -> None:
     print(f"{'name':<24}{'task':<8}{'weights':<16}{'licence':<48}paper")
     for m in list_models():
         print(f"{m['name']:<24}{m['task']:<8}{m['weights']:<16}{m['license'][:46]:<48}{m['paper'][:60]}")
+        if m["reported"]:
+            print(f"{'':<24}reported: {m['reported']}")
+        for w in m["weight_files"]:
+            print(f"{'':<24}needs {w['key']}: {w['filename']}")
 
 
 def _cmd_install(args) -> None:
@@ -164,8 +168,21 @@ def _cmd_score(args) -> None:
     from asdzoo.tasks.task2 import score_root
 
     t0 = time.time()
-    files = score_root(args.model, args.data_root, args.out, args.machines, _cache_root(args), progress=not args.quiet)
+    model = args.model
+    if args.encoder_weights or args.weights_dir:
+        from asdzoo.hub import load
+
+        model = load(model, encoder_weights=_key_paths(args.encoder_weights or []), weights_dir=args.weights_dir)
+    files = score_root(model, args.data_root, args.out, args.machines, _cache_root(args), progress=not args.quiet)
     print(f"wrote {len(files)} files to {args.out} in {time.time() - t0:.1f} s")
+
+
+def _key_paths(items: list[str]) -> dict[str, str]:
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (_, eq, path) in zip(items, pairs) if not eq or not path]
+    if bad:
+        raise ValueError(f"--encoder-weights takes KEY=PATH pairs, got {bad[0]!r}")
+    return {key: path for key, _, path in pairs}
 
 
 def _cmd_quickstart(args) -> None:
@@ -316,17 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--machines", nargs="+")
     s.set_defaults(func=_cmd_evaluate)
 
-    for name, func, helptext in (
-        ("score", _cmd_score, "fit per machine on train/, score test/, write submission files"),
-    ):
-        s = sub.add_parser(name, help=helptext)
-        s.add_argument("model", help="registry name, Hub id org/name[@rev], or saved folder")
-        s.add_argument("--data-root", required=True)
-        s.add_argument("--out", required=True)
-        s.add_argument("--machines", nargs="+")
-        s.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
-        s.add_argument("--quiet", action="store_true")
-        s.set_defaults(func=func)
+    s = sub.add_parser("score", help="fit per machine on train/, score test/, write submission files")
+    s.add_argument("model", help="registry name, Hub id org/name[@rev], or saved folder")
+    s.add_argument("--data-root", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--machines", nargs="+")
+    s.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    s.add_argument(
+        "--encoder-weights",
+        nargs="+",
+        metavar="KEY=PATH",
+        help="official encoder weight files of a paper entry (keys: its model card / asdzoo list)",
+    )
+    s.add_argument("--weights-dir", help="a folder holding the entry's encoder weight files by their official names")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_score)
 
     s = sub.add_parser("separate", help="Task 4: tag and separate every soundscape, write the submission folder")
     s.add_argument("model", help="registry name, Hub id org/name[@rev], or saved folder")

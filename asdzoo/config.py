@@ -35,7 +35,7 @@ def _init_arguments(cls: type, args: tuple, kwargs: dict) -> dict[str, Any]:
     if has_varkw:
         base = next((c for c in owner.__mro__[1:] if "__init__" in c.__dict__), object)
         if base is not object and base.__init__ is not object.__init__:
-            out.update(_init_arguments(base, (), rest))
+            out = {**_init_arguments(base, (), rest), **out}  # a subclass's own value wins over the base default
         else:
             out.update(rest)
     return out

@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from asdzoo.atomic import atomic_dir, atomic_path
 from asdzoo.cards import plain_model_card, render_model_card
 from asdzoo.version import __version__
+from asdzoo.weights import WeightFile
 from asdzoo.zoo import ZOO, architecture_class, architecture_name
 
 
@@ -170,14 +172,76 @@ def _fetch_release(entry, local_files_only: bool | None) -> Path:
             f"weights for {entry.name!r}: offline mode is on and {target} is missing; {todo}"
         )
     try:
-        with urllib.request.urlopen(entry.release_url, timeout=60) as response, atomic_path(target) as tmp:
-            with open(tmp, "wb") as f:  # streamed: release archives can be GBs
+        return download_file(entry.release_url, target, check=_require_zip)
+    except WeightsNotAvailableError as err:
+        raise WeightsNotAvailableError(f"weights for {entry.name!r}: {err}; {todo}") from None
+
+
+def _require_zip(path: Path) -> None:
+    if not zipfile.is_zipfile(path):  # e.g. a proxy's HTML page: never cache it as the release
+        raise ValueError("the server's answer is not a zip archive")
+
+
+def download_file(url: str, target: Path, check=None) -> Path:
+    """Stream ``url`` into ``target`` atomically; ``check(path)`` may reject what arrived with a ValueError."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:  # streamed: weight files and release archives can be GBs
                 shutil.copyfileobj(response, f)
-            if not zipfile.is_zipfile(tmp):  # e.g. a proxy's HTML page: never cache it as the release
-                raise ValueError("the server's answer is not a zip archive")
+            if check is not None:
+                check(tmp)
     except (OSError, ValueError, http.client.HTTPException) as err:  # URLError, HTTPError, timeouts, cut connections
-        raise WeightsNotAvailableError(f"weights for {entry.name!r}: downloading failed ({err}); {todo}") from None
+        raise WeightsNotAvailableError(f"downloading {url} failed ({err})") from None
     return target
+
+
+def resolve_weight_files(
+    entry_name: str,
+    files: Mapping[str, WeightFile],
+    given: Mapping[str, str | os.PathLike] | None = None,
+    weights_dir: str | os.PathLike | None = None,
+    offline: bool = True,
+) -> dict[str, Path]:
+    """Local paths of every file of an ``encoder-files`` entry, found in this order: the path the user gave for its
+    key (``asdzoo.load(name, encoder_weights={key: path})``), a weights folder (``weights_dir``, then
+    ``$ASDZOO_HOME/weights/``) under its official name, the files downloaded earlier (``$ASDZOO_HOME/downloads/``);
+    online, a file with a direct ``url`` is downloaded there. One error lists every missing file and where to get it.
+    """
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(files))
+    if unknown:
+        raise ValueError(f"{entry_name!r} takes encoder weights {sorted(files)}, not {unknown}")
+    folders = [Path(weights_dir).expanduser()] if weights_dir else []
+    folders += [asdzoo_home() / "weights", asdzoo_home() / "downloads"]
+    found, missing = {}, []
+    for key, wf in files.items():
+        if key in given:
+            path = Path(given[key]).expanduser()
+            if path.is_file():
+                found[key] = path
+            else:
+                missing.append(f"{key}: {path} (given for it) is not a file")
+            continue
+        path = next((f / wf.filename for f in folders if (f / wf.filename).is_file()), None)
+        if path is None and wf.url and not offline:
+            try:
+                path = download_file(wf.url, asdzoo_home() / "downloads" / wf.filename)
+            except WeightsNotAvailableError as err:
+                missing.append(f"{key}: {wf.filename} ({err}; {wf.where})")
+                continue
+        if path is None:
+            missing.append(f"{key}: {wf.filename} ({wf.where})")
+        else:
+            found[key] = path
+    if missing:
+        lines = "\n".join(f"  - {m}" for m in missing)
+        raise WeightsNotAvailableError(
+            f"{entry_name!r} needs {len(files)} encoder weight file(s); {len(missing)} not found:\n{lines}\n"
+            f"Put each file under {asdzoo_home() / 'weights'} with its official name (or a folder given as "
+            f"weights_dir / --weights-dir), or pass paths: asdzoo.load({entry_name!r}, "
+            "encoder_weights={key: path}) / --encoder-weights KEY=PATH."
+        )
+    return found
 
 
 def load(
@@ -185,14 +249,20 @@ def load(
     revision: str | None = None,
     device: str | torch.device = "cpu",
     local_files_only: bool | None = None,
+    encoder_weights: dict[str, str | os.PathLike] | None = None,
+    weights_dir: str | os.PathLike | None = None,
 ) -> torch.nn.Module:
     """Load a zoo model from a registry name, a Hub id ``org/name[@revision]`` or a saved folder.
 
     Registry names resolve first to the local store (``$ASDZOO_HOME/models/<name>``), then to what the
-    entry builds without weights (training-free and bundled-weight entries), then to its Hub repo.
+    entry builds without weights (training-free and bundled-weight entries), then to its Hub repo. Entries built
+    on official encoder files (``encoder-files``) find them through ``encoder_weights`` / ``weights_dir``
+    (:mod:`asdzoo.weights`).
     """
     text = str(name_or_path)
     path = Path(text).expanduser()
+    if (encoder_weights or weights_dir) and (text not in ZOO or ZOO[text].weights != "encoder-files"):
+        raise ValueError(f"{text!r} is not built from encoder weight files: encoder_weights/weights_dir do not apply")
     if path.is_dir():
         return load_pretrained_dir(path, device)
     if text in ZOO:
@@ -202,6 +272,9 @@ def load(
             return load_pretrained_dir(stored, device)
         if entry.weights in ("bundled", "training-free", "fit-trains"):
             return entry.build().to(device).eval()
+        if entry.weights == "encoder-files":
+            files = resolve_weight_files(text, entry.files, encoder_weights, weights_dir, _offline(local_files_only))
+            return entry.build(files).to(device).eval()
         if entry.weights == "release":
             model = entry.convert_release(_fetch_release(entry, local_files_only))
             save_pretrained(model, stored, text)  # converted once; later loads read the store

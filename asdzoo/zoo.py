@@ -11,10 +11,13 @@ import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from asdzoo.weights import WeightFile
+
 # bundled: weights ship with a package; training-free: nothing to learn; fit-trains: fit() trains it per machine;
 # train-locally: train with train_cli.py and `asdzoo install`; published: on the Hub; release: the authors' own release
 # file (``release_url``), converted by ``converter`` on download or by `asdzoo install FILE --name ENTRY`.
-WEIGHT_STATUSES = ("bundled", "training-free", "fit-trains", "train-locally", "published", "release")
+# encoder-files: training-free on official encoder weight files the user downloads (``weight_files``, asdzoo.weights).
+WEIGHT_STATUSES = ("bundled", "training-free", "fit-trains", "train-locally", "published", "release", "encoder-files")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class ZooEntry:
     tags: tuple[str, ...] = ()
     release_url: str | None = None  # weights == "release": the authors' file
     converter: str | None = None  # "module:function(path, **kwargs) -> model" for the release file
+    weight_files: tuple = ()  # weights == "encoder-files": asdzoo.weights.WeightFile, named in kwargs "weights:<key>"
+    reported: str = ""  # the paper's own number for this system, as reported (not reproduced here)
 
     def __post_init__(self):
         if self.weights not in WEIGHT_STATUSES:
@@ -78,6 +83,15 @@ class ZooEntry:
             raise ValueError(f"zoo entry {self.name!r}: weights 'release' goes with a release_url and a converter")
         if self.architecture.count(":") != 1:
             raise ValueError(f"zoo entry {self.name!r}: architecture must be 'module:Class'")
+        if self.weight_files or self.weights == "encoder-files":
+            from asdzoo.weights import referenced_keys
+
+            named, listed = referenced_keys(self.kwargs), [w.key for w in self.weight_files]
+            if self.weights != "encoder-files" or sorted(named) != sorted(listed):
+                raise ValueError(
+                    f"zoo entry {self.name!r}: weights 'encoder-files' goes with weight_files {listed} that its "
+                    f"kwargs name as 'weights:<key>' ({named})"
+                )
 
     @property
     def class_name(self) -> str:
@@ -87,9 +101,21 @@ class ZooEntry:
     def input(self) -> str:
         return self.input_spec or TASKS[self.task].input_spec
 
-    def build(self):
-        """A fresh model with this entry's arguments (no trained weights)."""
-        return architecture_class(self.class_name)(**self.kwargs)
+    @property
+    def files(self) -> dict:
+        return {w.key: w for w in self.weight_files}
+
+    def build(self, weight_paths: dict | None = None):
+        """A fresh model with this entry's arguments (no trained weights); ``weight_paths`` fills in the files of
+        an ``encoder-files`` entry (key -> path, from :func:`asdzoo.weights.resolve`)."""
+        kwargs = self.kwargs
+        if self.weight_files:
+            from asdzoo.weights import substitute
+
+            if weight_paths is None or set(weight_paths) != set(self.files):
+                raise ValueError(f"{self.name!r} is built from encoder weight files: load it with asdzoo.load")
+            kwargs = substitute(kwargs, weight_paths)
+        return architecture_class(self.class_name)(**kwargs)
 
     def convert_release(self, path):
         """The model of this entry with the weights of its release file ``path`` (zip or unpacked folder)."""
@@ -97,7 +123,8 @@ class ZooEntry:
         return getattr(importlib.import_module(module), function)(path, **self.kwargs)
 
     def record(self) -> dict:
-        return {**asdict(self), "input_spec": self.input, "tags": list(self.tags)}
+        files = [asdict(w) for w in self.weight_files]
+        return {**asdict(self), "input_spec": self.input, "tags": list(self.tags), "weight_files": files}
 
 
 ZOO: dict[str, ZooEntry] = {}
@@ -225,6 +252,160 @@ register(
         card_notes=GENREP_SEARCH_NOTE,
     )
 )
+# ------------------------------------------------------------------------------------------------
+# GenRep as paper 001 ran it: Table 3's system per encoder and the five-system fusion (§4.1), on official weights
+
+GENREP_FUSION = "asdzoo.systems.genrep:GenRepFusion"
+PAPER_WEIGHT_FILES = {
+    w.key: w
+    for w in (
+        WeightFile(
+            "eat-large",
+            "EAT-large_epoch20_pt.pt",
+            "EAT-large pre-trained 20 epochs on AS-2M, fairseq checkpoint linked (Google Drive) from "
+            "github.com/cwx-worst-one/EAT; the file name is the one the community uses, the README does not name it",
+        ),
+        WeightFile(
+            "eat-as2m",
+            "EAT-base_epoch30_ft.pt",
+            "EAT-base pre-trained 30 epochs and fine-tuned on AS-2M, fairseq checkpoint linked from "
+            "github.com/cwx-worst-one/EAT",
+        ),
+        WeightFile(
+            "dasheng-base",
+            "dasheng_base.pt",
+            "zenodo.org/records/11511780 (github.com/RicherMans/Dasheng)",
+            url="https://zenodo.org/records/11511780/files/dasheng_base.pt?download=1",
+        ),
+        WeightFile(
+            "openl3-mel256-music",
+            "openl3_audio_mel256_music-v0_4_0.h5.gz",
+            "the models branch of github.com/marl/openl3 (Keras weights, v0.4.0, CC BY 4.0)",
+            url="https://github.com/marl/openl3/raw/models/openl3_audio_mel256_music-v0_4_0.h5.gz",
+        ),
+        WeightFile(
+            "sslam",
+            "SSLAM_Pretrained/checkpoint_last.pt",
+            "SSLAM pre-trained fairseq checkpoint (EAT's data2vec layout): Hub ta012/SSLAM or the folders linked "
+            "from github.com/ta012/SSLAM",
+        ),
+        WeightFile(
+            "ced-base",
+            "audiotransformer_base_mAP_4999.pt",
+            "zenodo.org/record/8275347 (github.com/RicherMans/CED)",
+            url="https://zenodo.org/record/8275347/files/audiotransformer_base_mAP_4999.pt?download=1",
+        ),
+        WeightFile(
+            "m2d-clap-2025",
+            "m2d_clap_vit_base-80x1001p16x16p16kpBpTI-2025/checkpoint-30.pth",
+            "github.com/nttcslab/m2d release v0.5.0, m2d_clap_vit_base-80x1001p16x16p16kpBpTI-2025.zip, unpacked "
+            "(keep the folder name: it carries the sizes)",
+        ),
+        WeightFile(
+            "beats-iter3-plus-as2m",
+            "BEATs_iter3_plus_AS2M.pt",
+            "links in github.com/microsoft/unilm/tree/master/beats (MIT)",
+        ),
+    )
+}
+RDPGEM_1, RDPGEM_9 = dict(method="rdpgem", alpha=1, p=3), dict(method="rdpgem", alpha=9, p=3)
+EAT_PRE = dict(tau=0.15, rho=0.3)  # §4.4: the EAT family's low-value thresholding and spike suppression
+# Table 3, one system per encoder: (name, encoder, weight file, input method, pooling, backend, reported score).
+# Activation preprocessing is §4.4's: thresholds for the EAT family; Dasheng and OpenL3 none; the paper does not
+# state it for the other four, which run without. LDN's density neighbourhood is not stated: K = 1 (MERL's code).
+# OpenL3: the paper names no variant; this is openl3's default model (mel256, music, 6144-d) at its default 0.1 s hop.
+GENREP_PAPER_SYSTEMS = (
+    ("eat-large", "eat", "eat-large", "near_only", {**RDPGEM_1, **EAT_PRE}, ("cosine", 1, "raw"), 60.93),
+    (
+        "dasheng",
+        "dasheng",
+        "dasheng-base",
+        "sfsoft_a05f07",
+        dict(method="rdp", alpha=20),
+        ("euclidean", 3, "ldn"),
+        60.06,
+    ),
+    ("openl3", "openl3", "openl3-mel256-music", "sfsoft_a03f05", dict(method="gem", p=9), ("cosine", 3, "ldn"), 59.48),
+    ("eat-as2m", "eat", "eat-as2m", "near_only", {**RDPGEM_1, **EAT_PRE}, ("euclidean", 1, "raw"), 59.33),
+    ("sslam", "sslam", "sslam", "absdif_0.5", RDPGEM_9, ("cosine", 5, "ldn"), 59.06),
+    ("ced-base", "ced", "ced-base", "sfsoft_a05f07", RDPGEM_9, ("cosine", 20, "ldn"), 58.46),
+    ("m2d-clap", "m2d_clap", "m2d-clap-2025", "sfsoft_a05f07", RDPGEM_9, ("cosine", 20, "ldn"), 58.28),
+    ("beats", "beats", "beats-iter3-plus-as2m", "n_0.5f", dict(method="rdp", alpha=19), ("cosine", 3, "ldn"), 57.65),
+)
+# §4.1: the best fusion, with training-normal Z alignment (eqs. 17-18)
+GENREP_PAPER_FUSION = (("eat-large", 0.55), ("dasheng", 0.20), ("sslam", 0.05), ("eat-as2m", 0.05), ("openl3", 0.15))
+GENREP_PAPER_NOTE = (
+    "Paper 001's own system, configured as its Table 3 (and §4.4) lists it. The score is the paper's, on the DCASE "
+    "2026 development set, as reported: it is not reproduced here (no DCASE data and no official encoder weights "
+    "offline). Needs the official encoder weights: put the file(s) below under $ASDZOO_HOME/weights/ with their "
+    "official names, or pass encoder_weights={key: path} to asdzoo.load (--encoder-weights KEY=PATH).\n\n"
+)
+
+
+def _paper_genrep_kwargs(encoder: str, weight_key: str, method: str, pooling: dict, backend: tuple) -> dict:
+    metric, k, kind = backend
+    return dict(
+        encoder=encoder,
+        encoder_args=dict(checkpoint=f"weights:{weight_key}"),
+        input_method=method,
+        pooling=pooling,
+        backend=dict(metric=metric, k=k, backend=kind),
+    )
+
+
+def _pooling_text(pooling: dict) -> str:
+    name = {"mean": "mean", "gem": "GeM", "rdp": "RDP", "rdpgem": "RDP+GeM"}[pooling["method"]]
+    params = [f"{k}={pooling[k]:g}" for k in ("alpha", "p", "tau", "rho") if k in pooling]
+    return f"{name}({', '.join(params)})"
+
+
+def _weight_lines(keys) -> str:
+    return "\n".join(f"- `{k}`: {PAPER_WEIGHT_FILES[k].filename} ({PAPER_WEIGHT_FILES[k].where})" for k in keys)
+
+
+GENREP_PAPER_KWARGS = {}
+for system, encoder, weight_key, method, pooling, backend, score in GENREP_PAPER_SYSTEMS:
+    GENREP_PAPER_KWARGS[system] = _paper_genrep_kwargs(encoder, weight_key, method, pooling, backend)
+    register(
+        ZooEntry(
+            f"genrep-{system}",
+            architecture=GENREP,
+            task="task2",
+            weights="encoder-files",
+            license="Apache-2.0 (code); encoder weights: their authors' licences",
+            paper=PAPER_GENREP,
+            tags=("training-free", "genrep", "paper-001"),
+            kwargs=GENREP_PAPER_KWARGS[system],
+            weight_files=(PAPER_WEIGHT_FILES[weight_key],),
+            reported=f"{score:.2f} official (paper 001 Table 3, DCASE 2026 dev)",
+            description=f"GenRep on frozen {system} ({method}, {_pooling_text(pooling)}, {backend[0]} k={backend[1]} "
+            f"{backend[2]}): paper 001's best system for this encoder.",
+            card_notes=GENREP_PAPER_NOTE + _weight_lines([weight_key]),
+        )
+    )
+_weight_key_of = {system: weight_key for system, _, weight_key, *_ in GENREP_PAPER_SYSTEMS}
+_fusion_keys = [_weight_key_of[m] for m, _ in GENREP_PAPER_FUSION]
+register(
+    ZooEntry(
+        "genrep-fusion",
+        architecture=GENREP_FUSION,
+        task="task2",
+        weights="encoder-files",
+        license="Apache-2.0 (code); encoder weights: their authors' licences",
+        paper=PAPER_GENREP,
+        tags=("training-free", "genrep", "fusion", "paper-001"),
+        kwargs=dict(
+            members=[GENREP_PAPER_KWARGS[m] for m, _ in GENREP_PAPER_FUSION],
+            weights=[w for _, w in GENREP_PAPER_FUSION],
+        ),
+        weight_files=tuple(PAPER_WEIGHT_FILES[k] for k in _fusion_keys),
+        reported="63.41 official (paper 001 Table 4, DCASE 2026 dev; AUC(s) 71.53, AUC(t) 65.74, pAUC 59.16)",
+        description="Paper 001's best fusion: EAT-large 0.55, Dasheng 0.20, SSLAM 0.05, EAT-AS2M 0.05, OpenL3 0.15, "
+        "each system Z-aligned by its training-normal scores (eqs. 17-18).",
+        card_notes=GENREP_PAPER_NOTE + _weight_lines(_fusion_keys),
+    )
+)
+
 for score_type, detail in (
     ("mse", "MSE score"),
     ("mahalanobis", "Mahalanobis score (min over source/target covariances)"),

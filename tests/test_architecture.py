@@ -22,7 +22,7 @@ LAYERS = [
     ["asdzoo.encoders"],
     ["asdzoo.scoring"],
     ["asdzoo.metrics"],
-    ["asdzoo.zoo"],
+    ["asdzoo.weights", "asdzoo.zoo"],
     ["asdzoo.cards"],
     ["asdzoo.hub"],
     ["asdzoo", "asdzoo.tasks"],

@@ -86,6 +86,23 @@ def test_config_is_captured_from_init_arguments_through_kwargs():
     assert EnergyDetector(channel=1).config == {"channel": 1}
 
 
+def test_a_subclass_default_for_a_base_argument_is_what_the_config_saves():
+    """A subclass that re-declares a base argument with its own default (``x=5, **kwargs``) used to save the
+    base's default instead (issue 11: SSLAM's EAT-base defaults)."""
+    from asdzoo.config import CapturesInit
+
+    class Base(CapturesInit):
+        def __init__(self, x: int = 1, y: int = 2):
+            self.x, self.y = x, y
+
+    class Sub(Base):
+        def __init__(self, x: int = 5, **kwargs):
+            super().__init__(x=x, **kwargs)
+
+    assert Sub().config == {"x": 5, "y": 2} and Sub(x=7, y=3).config == {"x": 7, "y": 3}
+    assert Sub(**Sub(x=7).config).x == 7
+
+
 def test_bug1_card_is_the_registry_card_without_importing_the_registry_first(tmp_path):
     """``save_pretrained(..., name=...)`` used to look the name up in a registry nobody had loaded (as under
     train_cli.py), writing the plain '# AEBaseline' card."""

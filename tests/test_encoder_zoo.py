@@ -17,6 +17,9 @@ TINY = {
     ),
     "m2d": TINY_VIT,
     "eat": TINY_VIT,
+    "sslam": TINY_VIT,
+    "m2d_clap": TINY_VIT,
+    "openl3": dict(input_repr="mel128", embedding_size=512, hop_size=0.5, channels=(4, 4, 4, 4)),
     "dasheng": dict(TINY_VIT, target_length=64),
     "ced": dict(TINY_VIT, target_length=48, outputdim=5),
     "ast": dict(

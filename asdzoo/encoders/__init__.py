@@ -10,6 +10,9 @@ ENCODERS = {
     "beats": "asdzoo.encoders.beats:BEATs",
     "m2d": "asdzoo.encoders.m2d:M2D",
     "eat": "asdzoo.encoders.eat:EAT",
+    "sslam": "asdzoo.encoders.eat:SSLAM",
+    "m2d_clap": "asdzoo.encoders.m2d_clap:M2DClap",
+    "openl3": "asdzoo.encoders.openl3:OpenL3",
     "dasheng": "asdzoo.encoders.audiotransformer:Dasheng",
     "ced": "asdzoo.encoders.audiotransformer:CED",
     "ast": "asdzoo.encoders.hf:ASTEncoder",
@@ -54,6 +57,30 @@ ENCODER_WEIGHTS = {
         dict(
             weights="zenodo records 8275347 / 8275319: audiotransformer_{tiny,mini,small,base}_mAP_*.pt",
             licence="see github.com/RicherMans/CED",
+        )
+    ],
+    "sslam": [
+        dict(
+            weights="fairseq SSLAM_Pretrained/checkpoint_last.pt, SSLAM_AS2M_Finetuned/checkpoint_best.pt (Hub "
+            "ta012/SSLAM or the Drive folders linked from github.com/ta012/SSLAM; the transformers ports "
+            "ta012/SSLAM_pretrain, ta012/SSLAM_AS2M_Finetuned are not loaded here)",
+            licence="MIT (see github.com/ta012/SSLAM)",
+        )
+    ],
+    "m2d_clap": [
+        dict(
+            weights="m2d_clap_vit_base-80x1001p16x16p16kpBpTI-2025/checkpoint-30.pth (github.com/nttcslab/m2d "
+            "release v0.5.0 zip) or m2d_clap_vit_base-80x608p16x16-240128/checkpoint-300.pth (release v0.1.0); keep "
+            "the folder name: it sets the input and patch sizes",
+            licence="see github.com/nttcslab/m2d",
+        )
+    ],
+    "openl3": [
+        dict(
+            weights="openl3_audio_{mel128,mel256,linear}_{music,env}-v0_4_0.h5.gz (models branch of "
+            "github.com/marl/openl3; Keras HDF5, converted on load; or a .safetensors from "
+            "asdzoo.encoders.openl3.save_safetensors)",
+            licence="MIT (marl/openl3; no separate weights licence found)",
         )
     ],
     "ast": [dict(weights="Hub MIT/ast-finetuned-audioset-10-10-0.4593", licence="see the Hub model card")],

@@ -137,3 +137,20 @@ def normalize_eat_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     if out and positions not in out and PREFIX + "extra_tokens" in out:
         out[positions] = sincos_positions(out[PREFIX + "extra_tokens"].shape[-1], 768)
     return out
+
+
+class SSLAM(EAT):
+    """SSLAM (Alex et al., ICLR 2025): EAT-base (768 / 12 blocks / 12 heads, EAT's defaults) trained on
+    polyphonic mixtures. Only the weights differ: SSLAM's inference code is EAT's model code byte for byte, with
+    EAT's front-end (Kaldi fbank, ``(x + 4.268) / (2 * 4.569)``) and outputs (../shared/reference/sslam/README.md).
+
+    Checkpoint layouts, the same loader as EAT:
+
+    - pre-training: fairseq ``data2vec_multi`` checkpoint with EAT's key set (``modality_encoders.IMAGE.*``,
+      ``blocks.*``); the decoder (``modality_encoders.IMAGE.decoder.*``) and ``_ema`` are dropped. SSLAM adds loss
+      methods to the pre-training model, no module or parameter.
+    - AS2M fine-tuned: EAT's fine-tuned layout, the encoder under ``model.`` plus ``head.{weight,bias}`` (527
+      classes, CLS prediction mode, so no ``fc_norm``); the head is dropped, the encoder frames remain.
+    - Not checked: the Hugging Face ports (``ta012/SSLAM_pretrain``, ``ta012/SSLAM_AS2M_Finetuned``), which use
+      ``trust_remote_code`` code that is not in SSLAM's repository; EAT's Hub-port key mapping may or may not fit.
+    """

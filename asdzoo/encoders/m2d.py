@@ -174,28 +174,43 @@ class M2D(Encoder):
         return (lms - self.backbone.norm_stats[0]) / self.backbone.norm_stats[1]
 
     # -- official encode ---------------------------------------------------------------------------
-    def encode_lms(self, lms: torch.Tensor, layer: int | None = None) -> torch.Tensor:
-        """Normalised ``[B, 1, F, T]`` -> features, in 1001-frame chunks concatenated along time."""
-        unit = self.cfg.input_size[1]
+    def chunk_padding(self, frames: int) -> int:
+        """Zero frames appended before chunking: the DCASE runtime pads the whole LMS to a multiple of the patch
+        width, so a 1101-frame input gives 62 + 6 patches (../shared/reference/m2d/README.md)."""
         patch_t = self.cfg.patch_size[1]
+        return (patch_t - frames % patch_t) % patch_t
+
+    def encode_lms(
+        self,
+        lms: torch.Tensor,
+        layer: int | None = None,
+        flat_features: bool | None = None,
+        average_per_time_frame: bool | None = None,
+    ) -> torch.Tensor:
+        """Normalised ``[B, 1, F, T]`` -> features, in 1001-frame chunks concatenated along time. The layout is
+        ``cfg``'s unless given (M2D-CLAP needs both: flat tokens for its projector, stacked ones as frames)."""
+        flat = self.cfg.flat_features if flat_features is None else flat_features
+        average = self.cfg.average_per_time_frame if average_per_time_frame is None else average_per_time_frame
+        unit = self.cfg.input_size[1]
         fp = self.cfg.grid[0]
         n_chunk = math.ceil(lms.shape[-1] / unit)
-        lms = F.pad(lms, (0, (patch_t - lms.shape[-1] % patch_t) % patch_t))
+        lms = F.pad(lms, (0, self.chunk_padding(lms.shape[-1])))
         outs = []
         for i in range(n_chunk):
             emb = self.backbone.forward_encoder(lms[..., i * unit : (i + 1) * unit], layer)[:, 1:]
             b, n, d = emb.shape
-            if self.cfg.flat_features:
-                if self.cfg.average_per_time_frame:
+            if flat:
+                if average:
                     emb = emb.view(b, fp, n // fp, d).mean(1)
             else:  # 'b (f t) d -> b t (f d)'
                 emb = emb.view(b, fp, n // fp, d).permute(0, 2, 1, 3).reshape(b, n // fp, fp * d)
             outs.append(emb)
         return torch.cat(outs, dim=1)
 
-    def encode(self, wave: torch.Tensor, layer: int | None = None) -> torch.Tensor:
-        """Waveform at ``cfg.sample_rate`` ``[B, S]`` -> features (the official ``encode``)."""
-        return self.encode_lms(self.normalize(self.log_mel(wave)), layer)
+    def encode(self, wave: torch.Tensor, layer: int | None = None, **layout: bool) -> torch.Tensor:
+        """Waveform at ``cfg.sample_rate`` ``[B, S]`` -> features (the official ``encode``); ``layout`` as in
+        :meth:`encode_lms`."""
+        return self.encode_lms(self.normalize(self.log_mel(wave)), layer, **layout)
 
     def logits(self, wave: torch.Tensor) -> torch.Tensor:
         """EVAR head: time mean of ``encode`` -> BatchNorm (running stats) -> Linear."""
@@ -218,7 +233,12 @@ def load_m2d_state(path: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.
     """Encoder-only weights (flat, or under ``model``; prefix ``module.ar.runtime.backbone.`` stripped) and the
     optional EVAR head (``module.head.*``)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    return split_m2d_state(ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt)
+
+
+def split_m2d_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A loaded state dict -> (backbone keys, EVAR head keys): the prefix ``module.ar.runtime.backbone.`` stripped,
+    other ``module.*`` keys dropped, ``norm_stats`` defaulted when absent (the portable runtime's rules)."""
     backbone, head = {}, {}
     for k, v in state.items():
         k = k.replace("module.ar.runtime.backbone.", "")

@@ -183,3 +183,42 @@ class GenRep(CapturesInit, BankDetector, nn.Module):
         return fuse(
             [per_branch[b] for b in names], [self._train_scores[b] for b in names], [SFSOFT_WEIGHTS[b] for b in names]
         )
+
+
+class GenRepFusion(CapturesInit, nn.Module):
+    """Score-level fusion of GenRep systems (paper 001 §2.8, eqs. 17-18): each member is fitted on the same clips,
+    its test scores are Z-aligned by its own leave-one-out training-normal scores, then weighted (λ ≥ 0, Σλ = 1).
+
+    ``members``: GenRep constructor arguments, one dict per system (each with its own encoder)."""
+
+    def __init__(self, members: list[dict], weights: list[float]):
+        super().__init__()
+        if len(members) != len(weights) or not members:
+            raise ValueError(f"GenRepFusion needs one weight per member, got {len(members)} members, {len(weights)}")
+        w = np.asarray(weights, dtype=float)
+        if (w < 0).any() or not np.isclose(w.sum(), 1.0):
+            raise ValueError(f"fusion weights must be non-negative and sum to 1, got {weights}")
+        self.members = nn.ModuleList(GenRep(**m) for m in members)
+        self.weights = [float(x) for x in weights]
+
+    def fit(self, waves: torch.Tensor, domains, lengths: torch.Tensor | None = None) -> GenRepFusion:
+        for m in self.members:
+            m.fit(waves, domains, lengths)
+        return self
+
+    def score(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        scores = [m.score(waves, lengths).numpy() for m in self.members]
+        fused = fuse(scores, [m.train_scores() for m in self.members], self.weights)
+        return torch.from_numpy(np.asarray(fused, dtype=np.float64))
+
+    def train_scores(self) -> np.ndarray:
+        """The members' leave-one-out training scores fused like test scores (for the decision threshold)."""
+        train = [m.train_scores() for m in self.members]
+        return fuse(train, train, self.weights)
+
+    def fitted_state(self) -> dict[str, torch.Tensor]:
+        return {f"{i}.{k}": v for i, m in enumerate(self.members) for k, v in m.fitted_state().items()}
+
+    def load_fitted_state(self, state: dict[str, torch.Tensor]) -> None:
+        for i, m in enumerate(self.members):
+            m.load_fitted_state({k.split(".", 1)[1]: v for k, v in state.items() if k.split(".", 1)[0] == str(i)})
