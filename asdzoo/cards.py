@@ -33,6 +33,7 @@ def render_model_card(entry: ZooEntry, config: dict | None = None) -> str:
         f"| weights | {entry.weights} |",
         f"| Hub repo | {entry.hub_repo or '—'} |",
         f"| input | {entry.input} |",
+        *([f"| reported (not reproduced here) | {entry.reported} |"] if entry.reported else []),
         "",
         "## Use",
         "",
