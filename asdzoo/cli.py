@@ -39,9 +39,7 @@ def _cmd_install(args) -> None:
 def _cmd_publish(args) -> None:
     from asdzoo.hub import publish
 
-    files = publish(args.dir, args.repo_id, dry_run=args.dry_run, private=args.private)
-    verb = "would upload" if args.dry_run else "uploaded"
-    print(f"{verb} to {args.repo_id}: " + ", ".join(files))
+    print(publish(args.dir, args.repo_id, dry_run=args.dry_run, private=args.private).summary())
 
 
 def _cmd_cards(args) -> None:
@@ -270,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="asdzoo", description="Model zoo for machine-sound anomaly detection (DCASE).")
     p.add_argument("--version", action="version", version=f"asdzoo {__version__}")
+    p.add_argument("--debug", action="store_true", help="on an error, raise it with its full traceback")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="list the zoo (or --encoders)")
@@ -389,19 +388,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What bad input, a missing file or a missing optional package raises: reported as ``error: <message>``."""
     from asdzoo.audio.io import AudioError
     from asdzoo.hub import ModelNotFoundError, WeightsNotAvailableError
 
+    return AudioError, FileNotFoundError, ModelNotFoundError, WeightsNotAvailableError, ImportError, ValueError
+
+
+def _named_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message needs their class to be understood (disk, torch, archives, weight files)."""
+    from safetensors import SafetensorError
+
+    return OSError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError, SafetensorError
+
+
+def _error_line(err: BaseException) -> tuple[int, str]:
+    """Exit code and message of an error: 2 for what the input or the environment caused, 1 for anything else,
+    which is a bug in asdzoo and says so."""
+    if isinstance(err, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(err, _user_errors()):
+        return 2, f"error: {err}"
+    if isinstance(err, _named_errors()):
+        return 2, f"error: {type(err).__name__}: {err}"
+    return 1, f"error: internal error {type(err).__name__}: {err} (a bug in asdzoo: run with --debug for the traceback)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error ends in one ``asdzoo <command>: error: ...`` line on stderr (``--debug``: raised,
+    with its traceback)."""
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (AudioError, FileNotFoundError, ModelNotFoundError, WeightsNotAvailableError, ValueError) as err:
-        print(f"asdzoo {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:  # disk, torch, archives
-        print(f"asdzoo {args.command}: error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as err:
+        if args.debug:
+            raise
+        code, line = _error_line(err)
+        print(f"asdzoo {args.command}: {line}", file=sys.stderr)
+        return code
     return 0
 
 

@@ -7,15 +7,19 @@ rebuilds the class from the registry's allow-list (:mod:`asdzoo.zoo`) and never 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import importlib
 import json
 import os
+import re
 import shutil
 import urllib.parse
 import urllib.request
 import warnings
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,11 +33,35 @@ from asdzoo.zoo import ZOO, architecture_class, architecture_name
 
 
 class ModelNotFoundError(LookupError):
-    """No registry entry, directory or Hub repo by that name."""
+    """No registry entry, directory or Hub repo by that name, or the Hub has no such revision of the repo."""
 
 
 class WeightsNotAvailableError(FileNotFoundError):
-    """The entry exists but its weights are neither installed locally nor reachable."""
+    """The model exists (or may) but its weights are neither installed locally nor reachable: offline with nothing
+    cached, the Hub unreachable, refusing access or cutting the download."""
+
+
+class PublishError(OSError):
+    """An upload to the Hub failed (unreachable, refused or cut); the message names the repo and the Hub's answer."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """What :func:`publish` did: ``commit_url`` is the commit that holds ``files`` on the Hub (``None`` for a dry
+    run); ``changed`` is False when the Hub already had exactly these files, so nothing was committed."""
+
+    repo_id: str
+    files: list[str]
+    commit_url: str | None = None
+    changed: bool = False
+
+    def summary(self) -> str:
+        names = ", ".join(self.files)
+        if self.commit_url is None:
+            return f"would upload to {self.repo_id}: {names}"
+        if not self.changed:
+            return f"no changes: {self.repo_id} already has {names} ({self.commit_url})"
+        return f"uploaded to {self.repo_id}: {names} ({self.commit_url})"
 
 
 def list_models() -> list[dict]:
@@ -76,7 +104,7 @@ def load_pretrained_dir(directory: str | os.PathLike, device: str | torch.device
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise ModelNotFoundError(f"{directory}: no config.json (not a folder written by save_pretrained)")
-    config = json.loads(cfg_path.read_text())
+    config = _read_config(cfg_path)
     try:
         cls = architecture_class(config.get("architecture"))
     except ValueError as err:
@@ -86,21 +114,41 @@ def load_pretrained_dir(directory: str | os.PathLike, device: str | torch.device
         warnings.warn(
             f"{directory} was saved with asdzoo {saved}; this is {__version__} (major versions differ)", stacklevel=2
         )
-    model = cls(**config["config"])
+    try:
+        model = cls(**config["config"])
+    except (TypeError, ValueError, KeyError) as err:  # arguments the class refuses: a tampered or foreign file
+        raise ValueError(f"{cfg_path}: {cls.__name__} cannot be built from its 'config' ({err})") from err
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise WeightsNotAvailableError(f"{weights}: missing weights file")
-    tensors = load_file(str(weights))
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own SafetensorError (not an OSError) on a damaged header
+        raise ValueError(f"{weights}: not a readable safetensors file ({type(err).__name__}: {err})") from err
     fitted = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.startswith("fitted::")}
     state = {k: v for k, v in tensors.items() if not k.startswith("fitted::")}
-    model.load_state_dict(state, strict=True)
-    if fitted:
-        model.load_fitted_state(fitted)
+    try:
+        model.load_state_dict(state, strict=True)
+        if fitted:
+            model.load_fitted_state(fitted)
+    except (RuntimeError, KeyError, ValueError) as err:
+        first = str(err).strip().splitlines()[0][:300]
+        raise ValueError(f"{weights}: its tensors do not fit {cfg_path.name} ({type(err).__name__}: {first})") from err
     return model.to(device).eval()
 
 
 # ------------------------------------------------------------------------------------------------
 # Local model store and the Hub
+
+
+def _read_config(cfg_path: Path) -> dict:
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{cfg_path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+        raise ValueError(f"{cfg_path}: expected an object with 'architecture' and a 'config' object")
+    return config
 
 
 def asdzoo_home() -> Path:
@@ -110,16 +158,34 @@ def asdzoo_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asdzoo"
 
 
+def store_dir(name: str) -> Path:
+    """Where ``install`` puts ``name`` in the store: ``$ASDZOO_HOME/models/<name>``, a Hub id ``org/repo`` as
+    ``org--repo`` (the Hub cache's own spelling) so that ``asdzoo.load('org/repo')`` finds it without the Hub."""
+    parts = name.split("/")
+    if len(parts) > 2 or any(p in ("", ".", "..") or "\\" in p for p in parts):
+        raise ValueError(f"{name!r} is not a model name: use a registry name or a Hub id org/repo")
+    return asdzoo_home() / "models" / "--".join(parts)
+
+
+def _installed(name: str) -> Path | None:
+    """The store folder of ``name`` when a model is installed under it (None too for what is no name at all)."""
+    try:
+        folder = store_dir(name)
+    except ValueError:
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
 def install(directory: str | os.PathLike, name: str) -> Path:
-    """Copy a saved model folder into the store as ``name`` so ``asdzoo.load(name)`` finds it offline. For a
-    registry entry whose weights come from an authors' release, ``directory`` may be that release file (or it
-    unpacked): it is converted and saved."""
+    """Copy a saved model folder into the store as ``name`` (a registry name or a Hub id ``org/repo``) so
+    ``asdzoo.load(name)`` finds it offline. For a registry entry whose weights come from an authors' release,
+    ``directory`` may be that release file (or it unpacked): it is converted and saved."""
+    target = store_dir(name)
     entry = ZOO.get(name)
     if entry is not None and entry.converter and not (Path(directory) / "config.json").is_file():
-        return save_pretrained(entry.convert_release(Path(directory)), asdzoo_home() / "models" / name, name)
+        return save_pretrained(entry.convert_release(Path(directory)), target, name)
     model = load_pretrained_dir(directory)  # refuse to install something that does not load
     del model
-    target = asdzoo_home() / "models" / name
     with atomic_dir(target) as tmp:
         for item in Path(directory).iterdir():
             if item.is_file():
@@ -133,29 +199,161 @@ def _offline(local_files_only: bool | None) -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def _download(repo_id: str, revision: str | None, local_files_only: bool | None, hint: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+HUB_FILES = ["config.json", "model.safetensors", "README.md"]
+_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
-    offline = _offline(local_files_only)
+
+class _HubUnreachable(Exception):
+    """The Hub did not answer (refused, timed out, cut, 5xx): callers fall back to the cache."""
+
+
+def hub_timeout() -> float:
+    """Seconds to wait for each answer of the Hub (``$ASDZOO_HUB_TIMEOUT``, default 10). huggingface_hub asks for
+    a revision with no timeout at all, so a server that accepts and never answers would hang ``load`` forever."""
+    return float(os.environ.get("ASDZOO_HUB_TIMEOUT") or 10)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What an unreachable, hung or cutting server raises: OSError (requests, huggingface_hub < 1) and the httpx
+    errors of huggingface_hub 1.x (``httpx``) and 2.x (``httpx2``), which are not OSErrors."""
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(module).HTTPError)
+        except ImportError:
+            continue
+    return tuple(errors)
+
+
+def _hub_says(err: BaseException) -> str:
+    """The Hub's own words for an error (``Invalid rev id: v9``), else the exception's first line."""
+    lines = str(err).strip().splitlines()
+    text = getattr(err, "server_message", None) or (lines[0] if lines else "")
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _asked(repo_id: str, revision: str | None) -> str:
+    return f"Hub repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+
+
+def _not_found(err: BaseException, repo_id: str, revision: str | None) -> ModelNotFoundError:
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    if isinstance(err, RevisionNotFoundError):
+        return ModelNotFoundError(
+            f"{_asked(repo_id, revision)}: the Hub at {_endpoint()} has the repo but not that revision "
+            f"({_hub_says(err)}); pass an existing branch, tag or commit sha ({_endpoint()}/{repo_id}/tree/main)"
+        )
+    return ModelNotFoundError(
+        f"{_asked(repo_id, revision)}: the Hub at {_endpoint()} has no such repo ({_hub_says(err)}); check the id, "
+        "and if the repo is private or gated, log in (`hf auth login` or HF_TOKEN)"
+    )
+
+
+def _hub_call(call, repo_id: str, revision: str | None):
+    """``call()`` with the Hub's answers sorted into asdzoo's errors: a missing repo or revision is a
+    ModelNotFoundError, a refusal (401/403) a WeightsNotAvailableError, no answer a :class:`_HubUnreachable`."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return call()
+    except (RepositoryNotFoundError, RevisionNotFoundError) as err:
+        raise _not_found(err, repo_id, revision) from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else 500
+        if status >= 500 or status in (408, 429):
+            raise _HubUnreachable(_hub_says(err)) from err
+        raise WeightsNotAvailableError(
+            f"{_asked(repo_id, revision)}: the Hub at {_endpoint()} refused ({_hub_says(err)}); "
+            "log in (`hf auth login` or HF_TOKEN) with access to the repo"
+        ) from err
+    except _transport_errors() as err:
+        raise _HubUnreachable(_hub_says(err)) from err
+
+
+def _resolve_commit(repo_id: str, revision: str | None) -> str:
+    """The commit sha ``revision`` names, asked with :func:`hub_timeout`, and written to the cache's ``refs/`` as
+    snapshot_download would, so a later load without the Hub finds the snapshot by the same revision."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    info = _hub_call(lambda: HfApi().repo_info(repo_id, revision=revision, timeout=hub_timeout()), repo_id, revision)
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs"
+    ref = ref / (revision or "main")
+    if not ref.is_file() or ref.read_text() != info.sha:
+        with contextlib.suppress(OSError), atomic_path(ref) as tmp:  # a read-only shared cache only loses the fallback
+            tmp.write_text(info.sha)
+    return info.sha
+
+
+def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The complete cached snapshot for ``revision`` (sha, or a branch/tag through ``refs/``), without the Hub."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=HUB_FILES))
+    except OSError:  # LocalEntryNotFoundError / IncompleteSnapshotError are FileNotFoundErrors
+        return None
+    return folder if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() else None
+
+
+def _unavailable(repo_id: str, revision: str | None, hint: str, why: str) -> WeightsNotAvailableError:
+    # the store holds one copy per name, no revisions: a Hub id finds it only when asked for without @revision
+    then = f", then load {hint!r} without a revision" if revision and hint == repo_id else ""
+    return WeightsNotAvailableError(
+        f"weights for {hint} are not available: {_asked(repo_id, revision)}: {why}.\n"
+        f"  - load it once where the Hub ({_endpoint()}) is reachable (and HF_HUB_OFFLINE is unset): it is cached;\n"
+        f"  - or pass a local folder written by save_pretrained: asdzoo.load('/path/to/model');\n"
+        f"  - or install a saved folder under this name: asdzoo install DIR --name {hint}{then}"
+    )
+
+
+def _download(repo_id: str, revision: str | None, local_files_only: bool | None, hint: str) -> Path:
+    """The snapshot folder of ``repo_id`` at ``revision``: from the cache when offline, when the revision is a
+    cached commit sha, or (with a warning) when the Hub does not answer; else downloaded, every wait bounded."""
+    from huggingface_hub import snapshot_download
+
+    if _offline(local_files_only) or (revision and _COMMIT_SHA.fullmatch(revision)):
+        cached = _cached_snapshot(repo_id, revision)
+        if cached is not None:
+            return cached
+        if _offline(local_files_only):
+            raise _unavailable(repo_id, revision, hint, "offline mode is on and nothing is cached")
+    try:
+        commit = _resolve_commit(repo_id, revision)
+    except _HubUnreachable as err:
+        cached = _cached_snapshot(repo_id, revision)
+        if cached is None:
+            why = f"the Hub did not answer ({err}) and nothing is cached"
+            raise _unavailable(repo_id, revision, hint, why) from err
+        warnings.warn(
+            f"{_asked(repo_id, revision)}: the Hub at {_endpoint()} did not answer ({err}); "
+            f"loading the cached snapshot {cached.name}",
+            stacklevel=3,
+        )
+        return cached
     try:
         return Path(
-            snapshot_download(
+            _hub_call(
+                lambda: snapshot_download(
+                    repo_id, revision=commit, allow_patterns=HUB_FILES, etag_timeout=hub_timeout()
+                ),
                 repo_id,
-                revision=revision,
-                local_files_only=offline,
-                allow_patterns=["config.json", "model.safetensors", "README.md"],
+                revision,
             )
         )
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as err:
-        where = "offline mode is on and nothing is cached" if offline else f"download failed ({type(err).__name__})"
+    except _HubUnreachable as err:
+        entry = "" if hint == repo_id else f"weights for {hint}: "
         raise WeightsNotAvailableError(
-            f"weights for {hint} are not available: {where}.\n"
-            f"  - online: run once with network access to fetch Hub repo {repo_id!r}"
-            f"{'' if not revision else f' at revision {revision!r}'} (unset HF_HUB_OFFLINE);\n"
-            f"  - or pass a local folder written by save_pretrained: asdzoo.load('/path/to/model');\n"
-            f"  - or train it and install it: asdzoo install DIR --name {hint}"
-        ) from None
+            f"{entry}downloading {_asked(repo_id, revision)} (commit {commit}) from {_endpoint()} failed: {err}; "
+            "nothing partial was kept, load again when the connection is stable"
+        ) from err
 
 
 def _fetch_release(entry, local_files_only: bool | None) -> Path:
@@ -257,17 +455,26 @@ def load(
     Registry names resolve first to the local store (``$ASDZOO_HOME/models/<name>``), then to what the
     entry builds without weights (training-free and bundled-weight entries), then to its Hub repo. Entries built
     on official encoder files (``encoder-files``) find them through ``encoder_weights`` / ``weights_dir``
-    (:mod:`asdzoo.weights`).
+    (:mod:`asdzoo.weights`). A Hub id without a revision resolves first to the store too
+    (``$ASDZOO_HOME/models/org--name``, see :func:`install`), then to the Hub cache and the Hub: each wait for the Hub
+    is bounded by :func:`hub_timeout`, and a Hub that does not answer falls back to the cached snapshot with a
+    warning. A missing repo or revision raises ModelNotFoundError; weights that cannot be had (offline with nothing
+    cached, Hub unreachable, download cut) WeightsNotAvailableError.
     """
     text = str(name_or_path)
-    path = Path(text).expanduser()
+    if not text.strip():
+        raise ModelNotFoundError("empty model name: give a registry name, a Hub id org/name or a saved folder")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError as err:  # "~user" of an unknown user
+        raise ModelNotFoundError(f"model {text!r}: {err}") from None
     if (encoder_weights or weights_dir) and (text not in ZOO or ZOO[text].weights != "encoder-files"):
         raise ValueError(f"{text!r} is not built from encoder weight files: encoder_weights/weights_dir do not apply")
     if path.is_dir():
         return load_pretrained_dir(path, device)
     if text in ZOO:
         entry = ZOO[text]
-        stored = asdzoo_home() / "models" / text
+        stored = store_dir(text)
         if (stored / "config.json").is_file():
             return load_pretrained_dir(stored, device)
         if entry.weights in ("bundled", "training-free", "fit-trains"):
@@ -287,22 +494,45 @@ def load(
             f"{text!r} has no published weights yet: train it ({entry.card_notes or 'see its model card'}) "
             f"and run `asdzoo install DIR --name {text}`, or pass a saved folder to asdzoo.load"
         )
-    if "/" in text and not text.startswith((".", "/")) and text.count("/") == 1:
-        repo, _, rev = text.partition("@")
-        return load_pretrained_dir(_download(repo, revision or rev or None, local_files_only, repo), device)
+    repo, _, rev = text.partition("@")
+    revision = revision or rev or None
+    if revision is None and (installed := _installed(repo)) is not None:
+        return load_pretrained_dir(installed, device)  # `asdzoo install DIR --name NAME` (a Hub id or any name)
+    if repo.count("/") == 1 and all(repo.split("/")) and not repo.startswith("."):
+        return load_pretrained_dir(_download(repo, revision, local_files_only, repo), device)
     known = ", ".join(sorted(ZOO))
-    raise ModelNotFoundError(f"unknown model {text!r}: not a registry name ({known}), a folder, or a Hub id org/name")
+    raise ModelNotFoundError(
+        f"unknown model {text!r}: not a registry name ({known}), an installed name, a folder, or a Hub id org/name"
+    )
 
 
-def publish(directory: str | os.PathLike, repo_id: str, dry_run: bool = False, private: bool = False) -> list[str]:
-    """Upload a saved model folder to the Hub (``dry_run`` only lists what would be uploaded)."""
+def publish(directory: str | os.PathLike, repo_id: str, dry_run: bool = False, private: bool = False) -> Published:
+    """Upload a saved model folder to the Hub (``dry_run`` only lists what would be uploaded). Files the Hub
+    already has unchanged are not sent again and an unchanged folder makes no commit (``changed`` is False)."""
     load_pretrained_dir(directory)  # never publish something that does not load
     files = sorted(p.name for p in Path(directory).iterdir() if p.is_file())
     if dry_run:
-        return files
+        return Published(repo_id, files)
     from huggingface_hub import HfApi
 
     api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(directory), commit_message=f"asdzoo {__version__} upload")
-    return files
+
+    def upload():
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        before = api.repo_info(repo_id, timeout=hub_timeout()).sha
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(directory),
+            allow_patterns=files,
+            commit_message=f"asdzoo {__version__} upload",
+        )
+        return Published(repo_id, files, info.commit_url, changed=info.oid != before)
+
+    where = f"publishing {directory} to Hub repo {repo_id!r} at {_endpoint()} failed"
+    try:
+        return _hub_call(upload, repo_id, None)
+    except (_HubUnreachable, ModelNotFoundError, WeightsNotAvailableError) as err:
+        raise PublishError(f"{where}: {err}") from err
+    except (RuntimeError, ValueError) as err:  # huggingface_hub wraps a failed LFS upload or a malformed answer
+        cause = f" ({_hub_says(err.__cause__)})" if err.__cause__ is not None else ""
+        raise PublishError(f"{where}: {_hub_says(err)}{cause}") from err

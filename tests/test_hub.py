@@ -111,7 +111,7 @@ def test_major_version_mismatch_warns(tmp_path):
 
 def test_publish_dry_run_lists_files(tmp_path):
     save_pretrained(AEBaseline(hidden=8), tmp_path / "m")
-    assert publish(tmp_path / "m", "org/x", dry_run=True) == ["README.md", "config.json", "model.safetensors"]
+    assert publish(tmp_path / "m", "org/x", dry_run=True).files == ["README.md", "config.json", "model.safetensors"]
 
 
 def test_failed_save_leaves_nothing_behind(tmp_path):

@@ -11,6 +11,10 @@ import torch
 
 from asdzoo.atomic import atomic_path
 
+# Float WAVs may exceed full scale, but not by this much: 2^16 still admits a float file that holds int16-scaled
+# values, while 1e20-sized samples (a tampered or mis-scaled file) overflow every float32 power spectrum to NaN scores.
+MAX_ABS_SAMPLE = 65536.0
+
 
 class AudioError(ValueError):
     """An audio file that cannot be used as it is; the message names the file and the problem."""
@@ -61,6 +65,9 @@ def read_audio(
         raise AudioError(path, "empty audio (0 samples)")
     if not np.isfinite(data).all():
         raise AudioError(path, "audio contains NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(path, f"sample magnitude {peak:.3g} is beyond ±{MAX_ABS_SAMPLE:g} (full scale is 1)")
     wave = torch.from_numpy(np.ascontiguousarray(data.T))
     if sample_rate is not None and sr != sample_rate:
         from asdzoo.audio.features import resample as resample_wave

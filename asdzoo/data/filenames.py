@@ -2,6 +2,8 @@
 
 Dev names: ``section_00_source_train_normal_0001_car_A2_spd_28V_mic_1_noise_1.wav``;
 eval names: ``section_00_test_0001.wav`` (2026) or ``section_00_0001.wav`` (2024/2025).
+Digits are ASCII and the whole name must match (``re.ASCII``, ``fullmatch``): a name with other Unicode digits
+(``section_٠٠``) or a trailing newline is not a DCASE name, so it never becomes a section of its own.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _DEV = re.compile(
-    r"^section_(?P<section>\d{2})_(?P<domain>source|target)_(?P<split>train|test)_"
-    r"(?P<label>normal|anomaly)_(?P<index>\d+)(?:_(?P<attrs>.+))?\.wav$"
+    r"section_(?P<section>\d{2})_(?P<domain>source|target)_(?P<split>train|test)_"
+    r"(?P<label>normal|anomaly)_(?P<index>\d+)(?:_(?P<attrs>.+))?\.wav",
+    re.ASCII,
 )
-_EVAL = re.compile(r"^section_(?P<section>\d{2})_(?:(?P<split>test|train)_)?(?P<index>\d+)\.wav$")
+_EVAL = re.compile(r"section_(?P<section>\d{2})_(?:(?P<split>test|train)_)?(?P<index>\d+)\.wav", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def parse_attributes(text: str) -> dict[str, str]:
 def parse_clip_name(path: str | Path) -> ClipName:
     """Parse a dev or eval file name; raise ``ValueError`` naming the file if it fits neither."""
     name = Path(path).name
-    m = _DEV.match(name)
+    m = _DEV.fullmatch(name)
     if m:
         attrs = m["attrs"] or ""
         return ClipName(
@@ -61,7 +64,7 @@ def parse_clip_name(path: str | Path) -> ClipName:
             attributes=attrs,
             attribute_values=parse_attributes(attrs),
         )
-    m = _EVAL.match(name)
+    m = _EVAL.fullmatch(name)
     if m:
         return ClipName(name=name, section=m["section"], index=int(m["index"]), split=m["split"] or "test")
     raise ValueError(

@@ -100,7 +100,12 @@ def bundled_checkpoint_path() -> str:
     try:
         import aisfx
     except ImportError as err:
-        raise ImportError("the aisfx encoder needs the aisfx wheel: pip install --no-deps aisfx==0.1.2") from err
+        # not a declared dependency: the wheel's pins (librosa==0.9.2, numpy==1.23) break the resolver, so
+        # scripts/setup.sh installs it without them
+        raise ImportError(
+            "the aisfx encoder (genrep, genrep-aisfx) needs the aisfx wheel, which a plain install of asdzoo does not "
+            "pull in: run `pip install aisfx==0.1.2 --no-deps`"
+        ) from err
     return os.path.join(os.path.dirname(aisfx.__file__), "models", "checkpoint.pth")
 
 

@@ -139,20 +139,49 @@ class Truth:
 
     labels: dict[str, tuple[int, int]]
     aliases: dict[str, str] = field(default_factory=dict)  # dev-style name -> eval name
+    source: str = ""  # where the labels came from (a ground-truth CSV, a test folder): errors name it
 
 
 def read_two_column_csv(path: Path) -> dict[str, str]:
+    """``<wav name>,<value>`` rows; a file that is not UTF-8 CSV (binary, an unclosed quote) is named, not raised."""
+    try:
+        with open(path, newline="") as f:
+            return _two_column_rows(path, csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a UTF-8 CSV file ({err})") from None
+
+
+def _two_column_rows(path: Path, reader) -> dict[str, str]:
     rows: dict[str, str] = {}
-    with open(path, newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if not row or not row[0].strip():
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}:{lineno}: expected '<wav name>,<value>', got {row!r}")
-            if row[0] in rows:
-                raise ValueError(f"{path}:{lineno}: file {row[0]} listed twice")
-            rows[row[0]] = row[1]
+    for lineno, row in enumerate(reader, 1):
+        if not row or not row[0].strip():
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}:{lineno}: expected '<wav name>,<value>', got {_short(row)}")
+        if row[0] in rows:
+            raise ValueError(f"{path}:{lineno}: file {_short(row[0])} listed twice")
+        rows[row[0]] = row[1]
     return rows
+
+
+def _short(value, limit: int = 120) -> str:
+    """``repr`` cut to ``limit`` characters: an unclosed quote turns a whole file into one field."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _binary_column(path: Path, rows: dict[str, str], what: str) -> dict[str, int]:
+    """Ground-truth values must be 0 or 1 (``1.0`` is accepted, as the evaluator's ``float`` parse does)."""
+    out = {}
+    for name, value in rows.items():
+        try:
+            v = float(value)
+        except ValueError:
+            v = None
+        if v not in (0.0, 1.0):
+            raise ValueError(f"{path}: {what} of {_short(name)} must be 0 or 1, got {_short(value)}")
+        out[name] = int(v)
+    return out
 
 
 def truth_from_ground_truth_dir(gt_root: Path) -> dict[tuple[str, str], Truth]:
@@ -167,11 +196,11 @@ def truth_from_ground_truth_dir(gt_root: Path) -> dict[tuple[str, str], Truth]:
         domain_path = gt_root / "ground_truth_domain" / path.name
         if not domain_path.is_file():
             raise FileNotFoundError(f"{domain_path}: missing domain ground truth for {machine} section {section}")
-        labels_raw = read_two_column_csv(path)
-        domains_raw = read_two_column_csv(domain_path)
+        labels_raw = _binary_column(path, read_two_column_csv(path), "label (1 = anomaly)")
+        domains_raw = _binary_column(domain_path, read_two_column_csv(domain_path), "domain (1 = target)")
         if set(labels_raw) != set(domains_raw):
             raise ValueError(f"{domain_path}: file names differ from {path}")
-        labels = {n: (int(float(labels_raw[n])), int(float(domains_raw[n]))) for n in labels_raw}
+        labels = {n: (labels_raw[n], domains_raw[n]) for n in labels_raw}
         aliases = {}
         attr_path = gt_root / "ground_truth_attributes" / path.name
         if attr_path.is_file():
@@ -181,7 +210,7 @@ def truth_from_ground_truth_dir(gt_root: Path) -> dict[tuple[str, str], Truth]:
                         aliases[f"{row[1]}.wav"] = row[0]
                     if len(row) >= 3:
                         aliases[row[2]] = row[0]
-        out[(machine, section)] = Truth(labels, aliases)
+        out[(machine, section)] = Truth(labels, aliases, str(path))
     if not out:
         raise FileNotFoundError(f"{data_dir}: no ground_truth_<machine>_section_<NN>_test.csv files")
     return out
@@ -200,7 +229,7 @@ def truth_from_data_root(root: Path) -> dict[tuple[str, str], Truth]:
                 int(clip.label == "anomaly"),
                 DOMAINS.index(clip.domain),
             )
-    return {k: Truth(v) for k, v in out.items()}
+    return {(m, sec): Truth(v, source=str(Path(root) / m / "test")) for (m, sec), v in out.items()}
 
 
 def _machine_section(file_name: str, prefix: str) -> tuple[str, str]:
@@ -253,7 +282,10 @@ def evaluate_scores(
         dom = np.array([t.labels[n][1] for n in names])
         y_score = np.array([scores[n] for n in names])
         dec = None if decisions is None else np.array([int(decisions[n]) for n in names])
-        values = section_metrics(y_true, y_score, dom, dec)
+        try:
+            values = section_metrics(y_true, y_score, dom, dec)
+        except ValueError as err:  # e.g. a section whose ground truth has no anomalies: name where it came from
+            raise ValueError(f"{t.source or machine}: {machine} section {section}: {err}") from None
         result.sections.append(SectionResult(machine, section, values, names, y_true, y_score, dom))
     if not result.sections:
         raise ValueError(f"{scores_dir}: nothing to evaluate (no machine matched)")
