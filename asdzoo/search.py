@@ -190,16 +190,23 @@ def _cand(encoder, method, pre, pooling, backend) -> Candidate:
 
 def fusion_members(cands: list[Candidate], n: int) -> list[Candidate]:
     """The best configuration of each of the ``n`` best distinct embeddings (encoder, input method, pooling):
-    fusing two backends of one embedding adds little."""
+    fusing two backends of one embedding adds little, and a configuration whose scores equal a chosen one's
+    (GeM p=1 and mean on non-negative frames) adds nothing."""
     chosen, seen = [], set()
     for c in cands:
         key = (c.encoder, c.input_method, PoolingConfig(**c.pooling).label)
-        if key not in seen:
+        if key not in seen and not any(_same_scores(c, o) for o in chosen):
             chosen.append(c)
             seen.add(key)
         if len(chosen) == n:
             break
     return chosen
+
+
+def _same_scores(a: Candidate, b: Candidate) -> bool:
+    return a.test_scores.keys() == b.test_scores.keys() and all(
+        np.array_equal(a.test_scores[k], b.test_scores[k]) for k in a.test_scores
+    )
 
 
 def fused_per_root(members: list[Candidate], roots: list[SearchData], weights) -> list[float]:

@@ -174,3 +174,15 @@ def test_fusion_weight_refinement_moves_in_fine_steps():
     assert fit.evaluated > 6  # the 6 coarse vectors, then refinement moves
     with pytest.raises(ValueError, match="divide 1"):
         fit_fusion_weights(members, roots, step=0.3)
+
+
+def test_fusion_members_skip_configurations_with_identical_scores():
+    from asdzoo.search import Candidate, fusion_members
+
+    roots, members = _fusion_roots_and_members()
+    twin = Candidate("x", "near_only", {"method": "gem", "p": 1}, {})  # another pooling label, the same scores
+    twin.test_scores = dict(members[0].test_scores)
+    for c, alpha in zip(members, (1, 9, 16)):  # three distinct embeddings
+        c.pooling = {"method": "rdp", "alpha": alpha}
+    chosen = fusion_members([members[0], twin, members[1], members[2]], 2)
+    assert [id(c) for c in chosen] == [id(members[0]), id(members[1])]
