@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import random
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from asdzoo.hub import save_pretrained
 from asdzoo.tasks.task2 import dev_official_score
@@ -62,6 +65,20 @@ class DevSetSelection(L.Callback):
             self.best_score, self.best_epoch = score, epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
 
+    def state_dict(self) -> dict:
+        """Saved in Lightning checkpoints, so that a run resumed with ``--ckpt_path`` still restores the best epoch
+        seen before the interruption."""
+        return {
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_score, self.best_epoch = state_dict["best_score"], state_dict["best_epoch"]
+        self.best_state, self.history = state_dict["best_state"], [tuple(h) for h in state_dict["history"]]
+
     @staticmethod
     def _last_epoch(trainer: L.Trainer) -> bool:
         return trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
@@ -70,3 +87,40 @@ class DevSetSelection(L.Callback):
         if self.best_state is not None:
             pl_module.load_state_dict(self.best_state)
             log.info("dev-set selection: restored epoch %d (official score %.4f)", self.best_epoch, self.best_score)
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose checkpoints also carry the random-number state (torch, CUDA, numpy,
+    python), put back on ``--ckpt_path``. Lightning saves none, and a ``shuffle=True`` loader seeds each epoch's
+    order from torch's global generator, so a resumed run shuffled its next epochs like the first ones and ended
+    elsewhere than the uninterrupted run. The state is stored as tensors, lists and tuples so that the checkpoint
+    still loads with ``weights_only=True``. Exact at an epoch boundary; a resume from mid-epoch is not, since a plain
+    ``DataLoader`` cannot skip the batches already seen (Lightning warns then)."""
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "rng_states": _rng_states()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = dict(state_dict)
+        rng = state.pop("rng_states", None)
+        super().load_state_dict(state)
+        if rng is not None:
+            _set_rng_states(rng)
+
+
+def _rng_states() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "numpy": (kind, keys.tolist(), pos, has_gauss, gauss)}
+    states["python"] = random.getstate()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

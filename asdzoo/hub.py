@@ -148,6 +148,8 @@ def _read_config(cfg_path: Path) -> dict:
         raise ValueError(f"{cfg_path}: not valid JSON ({err})") from err
     if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
         raise ValueError(f"{cfg_path}: expected an object with 'architecture' and a 'config' object")
+    if not isinstance(config.get("architecture"), str):
+        raise ValueError(f"{cfg_path}: 'architecture' must be a class name, got {config.get('architecture')!r}")
     return config
 
 
@@ -462,8 +464,8 @@ def load(
     cached, Hub unreachable, download cut) WeightsNotAvailableError.
     """
     text = str(name_or_path)
-    if not text.strip():
-        raise ModelNotFoundError("empty model name: give a registry name, a Hub id org/name or a saved folder")
+    if not text.strip() or "\x00" in text:
+        raise ModelNotFoundError(f"model name {text!r}: give a registry name, a Hub id org/name or a saved folder")
     try:
         path = Path(text).expanduser()
     except RuntimeError as err:  # "~user" of an unknown user

@@ -26,7 +26,8 @@ from asdzoo.cli import main
 from asdzoo.data.filenames import parse_clip_name
 
 # tmp_path and capsys are function-scoped: every example makes its own folder under tmp_path and reads capsys anew
-FUZZ = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: CI runs the same examples every time (a failure is reproducible); found cases are kept as @example
+FUZZ = dict(deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SECTION_FILE = re.compile(r"(anomaly_score|decision_result)_fan_section_[0-9]{2}_test\.csv")
 
 
@@ -387,6 +388,7 @@ def test_tampered_model_folder_never_tracebacks(saved_model, tiny_root, tmp_path
 @example(change=("config.json", "cut", 50))
 @example(change=("config.json", "whole", []))
 @example(change=("model.safetensors", "cut", 10))
+@example(change=("config.json", "architecture", []))  # found by CI: an unhashable architecture
 def test_tampered_model_folder_errors_name_the_file(saved_model, tiny_root, tmp_path, capsys, change):
     rc, err, path = score_tampered(saved_model, tiny_root, tmp_path, capsys, change)
     assert rc == 0 or (rc == 2 and str(path) in err), err
@@ -438,6 +440,7 @@ PATH_LIKE = [
 
 
 @settings(max_examples=20, **FUZZ)
+@example(name="~\x00")  # found by CI: a NUL byte after "~" reached Path.is_dir unnamed
 @given(name=st.sampled_from(PATH_LIKE) | st.text(st.sampled_from("./@~x-_ab\x00"), min_size=1, max_size=12))
 def test_path_like_model_names(tiny_root, tmp_path, capsys, name, monkeypatch):
     monkeypatch.chdir(fresh(tmp_path))  # relative names resolve inside an empty folder
