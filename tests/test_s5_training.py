@@ -206,3 +206,14 @@ def test_training_configs_run_and_export_the_best_epoch(t4_root, tmp_path):
     _train_cli("s5_separator.yaml", t4_root, tmp_path / "sep", "--model.width", "0.0625")
     separator = load(tmp_path / "sep" / "model")
     assert isinstance(stage2, S5Tagger) and isinstance(separator, S5Separator)
+
+
+@pytest.mark.parametrize("part", ["tagger", "separator"])
+def test_validation_metrics_are_averaged_over_ddp_processes(trained, t4_root, monkeypatch, part):
+    """Under DDP each process validates on its own share: unsynced, ``ModelCheckpoint(monitor="val/loss")`` would
+    pick the best epoch from rank 0's share alone (found by the DDP review, issue 16)."""
+    model, logged = trained[part], {}
+    monkeypatch.setattr(model, "log", lambda name, value, **kw: logged.setdefault(name, kw))
+    with torch.no_grad():
+        model.validation_step(next(iter(_validation(t4_root, 4))), 0)
+    assert "val/loss" in logged and all(kw.get("sync_dist") for kw in logged.values()), logged

@@ -154,10 +154,12 @@ class S5Tagger(CapturesInit, L.LightningModule):
         predicted = [labels_from_vector(row) for row in logits]
         mixture_acc, source_acc = label_accuracy([label_counts(p, r) for p, r in zip(predicted, batch["labels"])])
         n = len(batch["mixture"])
-        self.log("val/loss", loss, prog_bar=True, batch_size=n)
-        self.log("val/accuracy_mixture", mixture_acc if mixture_acc is not None else 100.0, batch_size=n)
+        # sync_dist: under DDP each process validates on its share; the monitored val/loss must be the mean of all
+        self.log("val/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+        acc = mixture_acc if mixture_acc is not None else 100.0
+        self.log("val/accuracy_mixture", acc, batch_size=n, sync_dist=True)
         if source_acc is not None:
-            self.log("val/accuracy_source", source_acc, batch_size=n)
+            self.log("val/accuracy_source", source_acc, batch_size=n, sync_dist=True)
 
     def configure_optimizers(self):
         return _adamw([p for p in self.parameters() if p.requires_grad], self.lr)
@@ -206,9 +208,9 @@ class S5Separator(CapturesInit, L.LightningModule):
     def validation_step(self, batch, batch_idx):
         est, loss = self._step(batch)
         n = len(est)
-        self.log("val/loss", loss, prog_bar=True, batch_size=n)
+        self.log("val/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)  # mean over DDP processes
         gain = slot_snr_improvement(est, batch["dry_sources"], batch["mixture"], batch["query"])
-        self.log("val/snri", gain, prog_bar=True, batch_size=n)
+        self.log("val/snri", gain, prog_bar=True, batch_size=n, sync_dist=True)
 
     def configure_optimizers(self):
         return _adamw(self.parameters(), self.lr)
