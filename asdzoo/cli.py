@@ -175,12 +175,20 @@ def _cmd_score(args) -> None:
     print(f"wrote {len(files)} files to {args.out} in {time.time() - t0:.1f} s")
 
 
-def _key_paths(items: list[str]) -> dict[str, str]:
+def _key_paths(items: list[str], option: str = "--encoder-weights") -> dict[str, str]:
     pairs = [item.partition("=") for item in items]
     bad = [item for item, (_, eq, path) in zip(items, pairs) if not eq or not path]
     if bad:
-        raise ValueError(f"--encoder-weights takes KEY=PATH pairs, got {bad[0]!r}")
+        raise ValueError(f"{option} takes KEY=VALUE pairs, got {bad[0]!r}")
     return {key: path for key, _, path in pairs}
+
+
+def _json_or_text(value: str):
+    """``--set`` values: JSON where they parse (numbers, true/false, lists), text otherwise (paths, names)."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _cmd_quickstart(args) -> None:
@@ -247,6 +255,27 @@ def _cmd_search(args) -> None:
 
         write_text(args.out, json.dumps(report, indent=1))
         print(f"all {len(results)} results: {args.out}")
+
+
+def _cmd_tune(args) -> None:
+    from asdzoo.tuning import result_json, tune_machine
+
+    fixed = {key: _json_or_text(value) for key, value in _key_paths(args.set or [], "--set").items()}
+    for machine in args.machines:
+        r = tune_machine(
+            args.model,
+            args.data_root,
+            machine,
+            args.trials,
+            storage=args.storage,
+            study_name=args.study and f"{args.study}-{machine}",
+            max_epochs=args.max_epochs,
+            fixed=fixed,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+        print(f"{machine}: best validation AUC {r.best_value:.4f} ({r.finished} trials completed, {r.pruned} pruned)")
+        print(result_json(r))
 
 
 def _cmd_prepare(args) -> None:
@@ -385,6 +414,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_search)
+
+    s = sub.add_parser("tune", help="BOHB-style search (optuna TPE + Hyperband) of a system's stage-2 settings")
+    s.add_argument("model", help="registry name with a search space (e.g. aum-poe)")
+    s.add_argument("--data-root", required=True)
+    s.add_argument("--machines", nargs="+", required=True, help="one study per machine (machine-specific models)")
+    s.add_argument("--trials", type=int, default=30, help="total trials per study (a resumed study counts its own)")
+    s.add_argument("--max-epochs", type=int, default=100, help="Hyperband's largest budget, in epochs")
+    s.add_argument("--storage", help="optuna storage URL (default: sqlite:///<study>.db, resumable)")
+    s.add_argument("--study", help="study name prefix (default: <model>)")
+    s.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="fixed model arguments, e.g. backbone=DIR")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_tune)
     return p
 
 

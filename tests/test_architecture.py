@@ -26,7 +26,7 @@ LAYERS = [
     ["asdzoo.cards"],
     ["asdzoo.hub"],
     ["asdzoo", "asdzoo.tasks"],
-    ["asdzoo.callbacks"],
+    ["asdzoo.callbacks", "asdzoo.tuning"],
     ["asdzoo.systems"],
     ["asdzoo.search", "asdzoo.cli"],
 ]

@@ -50,6 +50,7 @@ TINY = {
             num_conv_pos_embedding_groups=2,
         ),
     ),
+    "aum": dict(spectrogram_size=(128, 192), embed_dim=32, depth=2, d_state=4, unshuffle=2),
 }
 
 

@@ -55,6 +55,8 @@ MARKS: dict[str, Mark] = {
     "cli genrep-logmel: official score": Mark((0.7732, 0.7253, 0.7460, 0.8002), chance=AUC),
     "cli genrep-logmel: worst machine's AUC (source)": Mark((0.6700, 0.6050, 0.8200, 0.7150), chance=AUC),
     "search logmel: best worst-case official score": Mark((0.7932, 0.7994, 0.8010, 0.7770), chance=AUC),
+    # aum-poe, tiny stage-1 Audio-Mamba + 10 stage-2 epochs, kNN scoring (tests/test_aum_poe.py)
+    "aum-poe fan: AUC (all)": Mark((0.8975, 0.8700, 0.9300, 0.7525), chance=AUC),
     # DCASE autoencoder baseline, 100 epochs (tests/test_ae_baseline.py, tests/test_cli.py)
     "ae mse: train error after / before": Mark((0.0400, 0.0367, 0.0670, 0.0339), chance=RATIO, higher_is_better=False),
     "ae mse fan: AUC (source)": Mark((0.7250, 0.8050, 0.7050, 0.7150), chance=AUC),

@@ -85,14 +85,16 @@ def require_two_channels(clips: list[Clip], method: str) -> None:
 
 
 def class_labels(clips: list[Clip], by: str) -> tuple[list[int], list[str]]:
-    """Integer class labels for classification objectives: by 'section' (machine x section) or
-    'attribute' (machine x section x attribute string)."""
-    if by == "section":
+    """Integer class labels for classification objectives: by 'machine' (machine type), 'section' (machine x
+    section) or 'attribute' (machine x section x attribute string)."""
+    if by == "machine":
+        keys = [c.machine for c in clips]
+    elif by == "section":
         keys = [f"{c.machine}_{c.section}" for c in clips]
     elif by == "attribute":
         keys = [f"{c.machine}_{c.section}_{c.attributes or 'noAttribute'}" for c in clips]
     else:
-        raise ValueError(f"class labels by {by!r}: choose 'section' or 'attribute'")
+        raise ValueError(f"class labels by {by!r}: choose 'machine', 'section' or 'attribute'")
     names = sorted(set(keys))
     index = {k: i for i, k in enumerate(names)}
     return [index[k] for k in keys], names

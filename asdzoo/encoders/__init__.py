@@ -18,6 +18,7 @@ ENCODERS = {
     "ast": "asdzoo.encoders.hf:ASTEncoder",
     "clap": "asdzoo.encoders.hf:ClapEncoder",
     "wavlm": "asdzoo.encoders.hf:WavLMEncoder",
+    "aum": "asdzoo.encoders.aum:AudioMamba",
 }
 
 
@@ -86,6 +87,13 @@ ENCODER_WEIGHTS = {
     "ast": [dict(weights="Hub MIT/ast-finetuned-audioset-10-10-0.4593", licence="see the Hub model card")],
     "clap": [dict(weights="Hub laion/clap-htsat-unfused, laion/clap-htsat-fused", licence="see the Hub model card")],
     "wavlm": [dict(weights="Hub microsoft/wavlm-base-plus, microsoft/wavlm-large", licence="see the Hub model card")],
+    "aum": [
+        dict(
+            weights="Audio-Mamba .pth checkpoints linked from github.com/kaistmm/Audio-Mamba-AuM (base scratch: v1 "
+            "Fo-Bi; small ImageNet-init: v2 Bi-Bi), loaded with unshuffle=1, frontend='kaldi'",
+            licence="see github.com/kaistmm/Audio-Mamba-AuM",
+        )
+    ],
 }
 
 
