@@ -14,22 +14,11 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
-import time
 
 import torch
+from task4 import median_seconds  # benchmarks/task4.py: warm-up call, then the median
 
 SR, SECONDS = 16000, 10
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def bench_scan(lengths: list[int], repeats: int) -> None:
@@ -47,8 +36,8 @@ def bench_scan(lengths: list[int], repeats: int) -> None:
         B, C = (torch.randn(b, n, length, generator=g) for _ in range(2))
         args = (u, delta, A, B, C, torch.ones(d), z, bias, True)
         with torch.no_grad():
-            t_chunk = timed(lambda a=args: selective_scan(*a), repeats)
-            t_seq = timed(lambda a=args: selective_scan_sequential(*a), repeats)
+            t_chunk = median_seconds(lambda a=args: selective_scan(*a), repeats)
+            t_seq = median_seconds(lambda a=args: selective_scan_sequential(*a), repeats)
             err = (selective_scan(*args) - selective_scan_sequential(*args)).abs().max().item()
         print(
             f"  L={length:5d}: chunked {t_chunk * 1e3:8.1f} ms, sequential {t_seq * 1e3:8.1f} ms, "
@@ -78,7 +67,7 @@ def bench_train(depth: int, batch: int, repeats: int) -> None:
             loss.backward()
             opt.step()
 
-        times[r] = timed(step, repeats)
+        times[r] = median_seconds(step, repeats)
         print(f"  r={r}: {model.num_patches + 1:4d} tokens, {times[r] * 1e3:8.1f} ms / step")
     print(f"  r=1 / r=4 time ratio: {times[1] / times[4]:.2f}x (paper: 720 / 90 min = 8x, on a GPU)")
 
@@ -104,7 +93,7 @@ def _infer(args) -> dict:
     wave = torch.randn(1, SR * SECONDS) * 0.1
     built = _status_mib("VmRSS")
     with torch.inference_mode():
-        seconds = timed(lambda: model(wave), repeats)
+        seconds = median_seconds(lambda: model(wave), repeats)
     return {"name": name, "seconds": seconds, "built_mib": built, "peak_mib": _status_mib("VmHWM")}
 
 
