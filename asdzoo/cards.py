@@ -34,6 +34,7 @@ def render_model_card(entry: ZooEntry, config: dict | None = None) -> str:
         f"| Hub repo | {entry.hub_repo or '—'} |",
         f"| input | {entry.input} |",
         *([f"| reported (not reproduced here) | {entry.reported} |"] if entry.reported else []),
+        *([f"| needs installed first | {', '.join(entry.requires)} |"] if entry.requires else []),
         "",
         "## Use",
         "",

@@ -73,6 +73,7 @@ class ZooEntry:
     converter: str | None = None  # "module:function(path, **kwargs) -> model" for the release file
     weight_files: tuple = ()  # weights == "encoder-files": asdzoo.weights.WeightFile, named in kwargs "weights:<key>"
     reported: str = ""  # the paper's own number for this system, as reported (not reproduced here)
+    requires: tuple[str, ...] = ()  # registry entries it is built from, which must be trained and installed first
 
     def __post_init__(self):
         if self.weights not in WEIGHT_STATUSES:
@@ -609,6 +610,7 @@ register(
         architecture=AUM_POE_ARCH,
         weights="fit-trains",
         kwargs=dict(backbone="aum-poe-stage1", finetune_in_fit=True),
+        requires=("aum-poe-stage1",),
         tags=("mamba", "ssm", "outlier-exposure", "domain-adversarial", "paper-004"),
         input_spec="near channel of 2-channel (or mono) 16 kHz audio [batch, C, samples]",
         reported="0.722 TOTAL hmean (paper 004 Table 2, machine-specific, DCASE 2025 dev; AE baseline 0.641)",

@@ -219,3 +219,10 @@ def test_both_configs_train_with_lightning_cli_and_export(synth_root, stage1_dir
     gen = load(tmp_path / "genm")
     assert isinstance(gen, AumPoe) and not gen.hparams.finetune_in_fit and bool(gen.centre.initialised)
     assert 0 <= fan_auc(gen, synth_root) <= 1
+
+
+def test_entries_name_the_registered_entries_they_need():
+    from asdzoo.zoo import ZOO
+
+    assert ZOO["aum-poe"].requires == ("aum-poe-stage1",)
+    assert all(r in ZOO and ZOO[r].weights == "train-locally" for e in ZOO.values() for r in e.requires)
