@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 import lightning as L
@@ -20,9 +21,10 @@ class SavePretrained(L.Callback):
     """At the end of ``fit``, write the trained model with ``save_pretrained`` (then ``asdzoo install DIR``).
     Lightning has run every ``on_train_end`` hook by then (end-of-training state such as the AE's covariances,
     the dev-selected weights), so this only writes. ``use_best``: write the weights of the trainer's
-    ``ModelCheckpoint`` best checkpoint (e.g. minimum validation loss) instead of the last epoch's."""
+    ``ModelCheckpoint`` best checkpoint (e.g. minimum validation loss) instead of the last epoch's. ``dirpath``
+    None: ``<trainer.default_root_dir>/model``, so one config serves runs that differ only in their root."""
 
-    def __init__(self, dirpath: str, name: str | None = None, use_best: bool = False):
+    def __init__(self, dirpath: str | None = None, name: str | None = None, use_best: bool = False):
         self.dirpath, self.name, self.use_best = dirpath, name, use_best
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -37,7 +39,7 @@ class SavePretrained(L.Callback):
             pl_module.load_state_dict(state)
             log.info("SavePretrained: weights of %s", best)
         if trainer.is_global_zero:
-            save_pretrained(pl_module, self.dirpath, self.name)
+            save_pretrained(pl_module, self.dirpath or os.path.join(trainer.default_root_dir, "model"), self.name)
 
 
 class DevSetSelection(L.Callback):

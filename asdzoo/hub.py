@@ -493,7 +493,8 @@ def load(
                 _download(entry.hub_repo, revision or entry.revision, local_files_only, text), device
             )
         raise WeightsNotAvailableError(
-            f"{text!r} has no published weights yet: train it ({entry.card_notes or 'see its model card'}) "
+            f"{text!r} has no published weights yet: train it "
+            f"({entry.train_command or entry.card_notes or 'see its model card'}) "
             f"and run `asdzoo install DIR --name {text}`, or pass a saved folder to asdzoo.load"
         )
     repo, _, rev = text.partition("@")

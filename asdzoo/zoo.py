@@ -74,6 +74,7 @@ class ZooEntry:
     weight_files: tuple = ()  # weights == "encoder-files": asdzoo.weights.WeightFile, named in kwargs "weights:<key>"
     reported: str = ""  # the paper's own number for this system, as reported (not reproduced here)
     requires: tuple[str, ...] = ()  # registry entries it is built from, which must be trained and installed first
+    train_command: str = ""  # weights "train-locally": how to train it, for the error when it is not installed
 
     def __post_init__(self):
         if self.weights not in WEIGHT_STATUSES:
@@ -563,7 +564,8 @@ AUM_POE_STAGE1_NOTE = (
     "Train stage 1: `python train_cli.py fit --config asdzoo/configs/aum_poe_stage1.yaml --data.root DATA`, then "
     "`asdzoo install runs/aum_poe/stage1/model --name aum-poe-stage1`."
 )
-AUM_POE_CARD = """Backbone: Audio-Mamba (bidirectional Mamba, v2 "Bi-Bi" blocks, middle class token), 128-bin log-mel
+AUM_POE_CARD = (
+    """Backbone: Audio-Mamba (bidirectional Mamba, v2 "Bi-Bi" blocks, middle class token), 128-bin log-mel
 with 1024-sample frames and 1024 frames per 10 s, pixel-unshuffle r = 4 before 16x16 patches (128x1024 -> 16x32x256, 32
 tokens). Stage 1: machine-type cross-entropy on all normal clips (AdamW 1e-4, wd 1e-2, batch 256, 5 epochs). Stage 2:
 the last K blocks unfrozen; anomaly head = softmax-weighted fusion of the mean-pooled intermediate blocks added to
@@ -576,8 +578,12 @@ Centre: eq. 8 as printed puts the momentum 0.99 on the new batch, which makes c 
 moving average c <- 0.99 c + 0.01 mean(z_normal). Validation AUC: held-out normal training clips (10 % per domain)
 against pseudo-outliers made from them; the paper does not say which data its validation AUC uses.
 Pseudo-outliers (not defined in the paper): spectrally perturbed normals of the same machine and, where other machines
-are available (LightningCLI data option), other machines' normal clips. Scoring: cosine distance to the centre.
-Stage-1 backbone: """ + AUM_POE_STAGE1_NOTE + """
+are available (LightningCLI data option), other machines' normal clips. Scoring: cosine kNN (k = 1) over the embeddings
+with per-domain Z-normalised distances, chosen over cosine distance to the centre by measurement on the built-in data
+(fan AUC 0.90/0.87/0.93/0.75 vs 0.73/0.54/0.67/0.46 on seeds 0-3); `scoring: centre` selects the centre.
+Stage-1 backbone: """
+    + AUM_POE_STAGE1_NOTE
+    + """
 
 Reported (paper 004, DCASE 2025 Task 2 dev, 7 machines; not reproduced here):
 Table 2 (hmean / amean): machine-specific AUC(s) 0.812 / 0.832, AUC(t) 0.702 / 0.725, pAUC 0.651 / 0.663, TOTAL
@@ -590,6 +596,7 @@ Table 3 (AUC source / target; ToyCar, ToyTrain, Fan, Gearbox, Bearing, Slider, V
 Table 1 (ablation; AUC(s) / AUC(t) / pAUC): pre-training time r = 4: 90 min, r = 1: 720 min; Audio-Mamba 22.7 ms
 0.89/0.84/0.66 vs AST 26.1 ms 0.83/0.85/0.68; with pre-training 0.89/0.84/0.60, without 0.63/0.50/0.52; pOE + GRL
 0.89/0.84/0.66, pOE only 0.87/0.79/0.63, OC-SVDD + GRL 0.80/0.81/0.61, OC-SVDD only 0.66/0.78/0.58."""
+)
 AUM_POE_COMMON = dict(task="task2", paper=PAPER_AUM_POE, license="Apache-2.0", card_notes=AUM_POE_CARD)
 
 register(
@@ -615,7 +622,7 @@ register(
         input_spec="near channel of 2-channel (or mono) 16 kHz audio [batch, C, samples]",
         reported="0.722 TOTAL hmean (paper 004 Table 2, machine-specific, DCASE 2025 dev; AE baseline 0.641)",
         description="Machine-specific aum-poe (paper 004): fit() fine-tunes the installed stage-1 Audio-Mamba on "
-        "one machine with pseudo outlier exposure and gradient reversal, scores by cosine distance to the centre.",
+        "one machine with pseudo outlier exposure and gradient reversal, scores by cosine kNN over its embeddings.",
         **AUM_POE_COMMON,
     )
 )
@@ -632,3 +639,161 @@ register(
         **AUM_POE_COMMON,
     )
 )
+
+# ------------------------------------------------------------------------------------------------
+# multistream (paper 002): six contrastive encoder streams, MemMixup kNN, rank normalisation, weighted fusion
+
+PAPER_MULTISTREAM = (
+    "Balozzi & Moon, Multi-encoder fusion with LoRA and rank normalization for first-shot anomalous sound detection "
+    "(paper 002)"
+)
+MULTISTREAM_STREAM = "asdzoo.systems.multistream:ContrastiveStream"
+# stream -> (constructor arguments, config file, trained on both scopes); §2.2, §2.5 (CLAP and WavLM are shared)
+MULTISTREAM_STREAMS = {
+    "clap": (dict(kind="clap"), "clap", False),
+    "wavlm": (dict(kind="wavlm"), "wavlm", False),
+    "beats-r16": (dict(kind="beats", lora_rank=16, lora_alpha=32), "beats_r16", True),
+    "beats-r32": (dict(kind="beats", lora_rank=32, lora_alpha=64), "beats_r32", True),
+    "clap-lora": (dict(kind="clap_lora", lora_rank=8, lora_alpha=16), "clap_lora", True),
+    "ast": (dict(kind="ast"), "ast", True),
+}
+MULTISTREAM_SCORING = """Scoring (§2.4): per machine, a bank of every normal training embedding with target clips
+oversampled to at most 10 source rows per target row, doubled by MemMixup (convex combinations of random pairs, lambda ~
+Beta(0.4, 0.4), re-normalised; seeded); score = mean L2 distance to the k = 5 nearest rows. Rank normalisation
+(transductive, as the paper): ranks / (n - 1) among the unlabeled test scores of each (machine, domain) when test names
+carry the domain (development names), of each machine when they do not (evaluation names; `asdzoo score` says so).
+`rank_mode: online` ranks each clip against the stream's leave-one-out training scores instead, so one clip can be
+scored alone. The numbers below are the paper's, transductive."""
+MULTISTREAM_TABLES = """Reported (paper 002, DCASE 2026 Task 2 development set, 7 machines; not reproduced here):
+Table 1 (AUC(s) / AUC(t) / pAUC / macro(3), %): MEF6-7m 63.71 / 61.70 / 54.77 / 60.06; MEF6-12m 63.51 / 59.95 / 54.14
+/ 59.20; MEF6-hyb 63.62 / 61.52 / 54.56 / 59.90; MEF5-7m 63.48 / 61.59 / 54.93 / 60.00.
+Per machine (ToyCar, ToyCarEmu, bearingEmu, fan, gearboxEmu, sliderEmu, valveEmu), systems 1 / 2 / 3 / 4:
+Table 2 AUC(source): 74.42/75.36/75.13/73.84, 57.05/57.44/57.14/56.60, 55.08/56.83/55.26/55.04,
+51.16/49.30/50.60/50.40, 68.22/65.30/67.42/68.12, 58.91/58.70/59.20/59.94, 81.13/81.64/80.61/80.39.
+Table 3 AUC(target): 69.36/66.96/68.92/67.74, 64.84/65.80/66.03/65.42, 51.58/49.12/51.04/51.04,
+50.86/49.48/51.73/50.85, 63.01/60.92/63.41/63.48, 60.42/57.06/58.26/61.22, 71.82/70.30/71.24/71.36.
+Table 4 pAUC: 63.03/58.84/61.32/62.37, 52.26/51.95/50.63/52.16, 52.11/52.11/51.79/51.89, 48.95/49.89/48.74/49.32,
+58.11/56.95/60.58/60.26, 52.63/53.89/53.95/52.84, 56.32/55.32/54.95/55.68."""
+MULTISTREAM_STREAM_CARD = (
+    """One stream of paper 002 (§2.2-2.3), itself a kNN detector: {what}. Contrastive training on
+normal clips (10 s mono, 16 kHz, near channel): two views (Gaussian noise sigma 0.005, gain U(+-3 dB), a random 0.5 s
+span removed and zero-padded back), NT-Xent tau = 0.07 with every other clip of the batch as a negative, plus 0.1 x a
+VICReg-style variance hinge mean_d relu(1 - std_d(sqrt(256) z)) (the paper names "a small variance regularisation"
+only); AdamW lr 1e-4, wd 1e-4, batch 64, at most 20 epochs, early stopping (patience 3) and checkpoint selection on the
+validation embedding spread (mean squared pairwise L2 distance / 2 of held-out normal clips: 10 % per machine and
+domain). Train: `python train_cli.py fit --config asdzoo/configs/multistream_{config}.yaml --data.root DEV_ROOT{extra}`,
+then `asdzoo install {root}/model --name {name}`. The saved model holds the head (and LoRA adapters); the backbone
+loads from its official weights ({weights}).
+
+"""
+    + MULTISTREAM_SCORING
+)
+STREAM_WHAT = {
+    "clap": "frozen CLAP laion/clap-htsat-unfused (ClapAudioModelWithProjection, 16 -> 48 kHz), Linear(512, 256) + "
+    "ReLU on the 512-d projected embedding; 131,328 trainable parameters",
+    "wavlm": "frozen WavLM microsoft/wavlm-base, mean-pooled frames, Linear(768, 256) + ReLU; 196,864 trainable "
+    "parameters",
+    "beats-r16": "BEATs_iter3_plus_AS2M with peft LoRA r = 16, alpha = 32 on q/k/v of the last four blocks, "
+    "mean-pooled, Linear(768, 256) + ReLU; 491,776 trainable parameters",
+    "beats-r32": "BEATs_iter3_plus_AS2M with peft LoRA r = 32, alpha = 64 on q/k/v of the last four blocks, "
+    "mean-pooled, Linear(768, 256) + ReLU; 786,688 trainable parameters",
+    "clap-lora": "CLAP laion/clap-htsat-unfused with peft LoRA r = 8, alpha = 16 on query/value of the last four Swin "
+    "blocks of HTS-AT (stage 3's last two, stage 4's two), Linear(512, 256) + ReLU on the projected embedding; 205,056 "
+    "trainable parameters",
+    "ast": "frozen AST MIT/ast-finetuned-audioset-10-10-0.4593, mean-pooled patch tokens (its 2 CLS/distillation "
+    "tokens left out), Linear(768, 256) + ReLU; 196,864 trainable parameters",
+}
+
+
+def _stream_entry_name(stream: str, scope: str | None) -> str:
+    return f"multistream-{stream}" + (f"-{scope}" if scope else "")
+
+
+for _stream, (_kwargs, _config, _scoped) in MULTISTREAM_STREAMS.items():
+    for _scope in ("7m", "12m") if _scoped else (None,):
+        _name = _stream_entry_name(_stream, _scope)
+        _weights = "BEATs_iter3_plus_AS2M.pt under $ASDZOO_HOME/weights" if _kwargs["kind"] == "beats" else "the Hub"
+        _extra = (
+            f" --data.extra_roots '[EVAL_ROOT]' --trainer.default_root_dir runs/multistream/{_config}_12m"
+            if _scope == "12m"
+            else ""
+        )
+        register(
+            ZooEntry(
+                _name,
+                architecture=MULTISTREAM_STREAM,
+                task="task2",
+                weights="train-locally",
+                kwargs=_kwargs,
+                paper=PAPER_MULTISTREAM,
+                license="Apache-2.0 (code); encoder weights: their authors' licences",
+                tags=("contrastive", "lora", "knn", "paper-002") if _scoped else ("contrastive", "knn", "paper-002"),
+                input_spec="near channel of 2-channel (or mono) 16 kHz audio [batch, C, samples]",
+                description=f"A paper-002 stream ({_stream}"
+                + (f", trained on {'the 7 development' if _scope == '7m' else 'all 12'} machines" if _scope else "")
+                + "): contrastively trained embedding, MemMixup kNN, rank normalisation.",
+                train_command=f"python train_cli.py fit --config asdzoo/configs/multistream_{_config}.yaml "
+                f"--data.root DEV_ROOT{_extra}",
+                card_notes=MULTISTREAM_STREAM_CARD.format(
+                    what=STREAM_WHAT[_stream],
+                    config=_config,
+                    extra=_extra,
+                    root=f"runs/multistream/{_config}_{_scope or '7m'}",
+                    name=_name,
+                    weights=_weights,
+                ),
+            )
+        )
+
+# §2.5: fusion weights per system (CLAP, BEATs-r16, CLAP-LoRA, WavLM, BEATs-r32, AST) and where each stream was trained
+MEF6_WEIGHTS = {"clap": 0.19, "beats-r16": 0.23, "clap-lora": 0.23, "wavlm": 0.10, "beats-r32": 0.15, "ast": 0.10}
+MEF5_WEIGHTS = {"clap": 0.22, "beats-r16": 0.26, "clap-lora": 0.26, "wavlm": 0.10, "beats-r32": 0.15, "ast": 0.01}
+MULTISTREAM_SYSTEMS = (
+    # name, weights, scope of the BEATs streams, scope of CLAP-LoRA and AST, Table 1 macro(3)
+    ("mef6-7m", MEF6_WEIGHTS, "7m", "7m", "60.06"),
+    ("mef6-12m", MEF6_WEIGHTS, "12m", "12m", "59.20"),
+    ("mef6-hyb", MEF6_WEIGHTS, "7m", "12m", "59.90"),
+    ("mef5-7m", MEF5_WEIGHTS, "7m", "7m", "60.00"),
+)
+MULTISTREAM_SYSTEM_CARD = (
+    """Submitted system {n} of paper 002 (§2.5): weighted sum of six rank-normalised stream
+scores with weights {weights}; BEATs LoRA streams trained on {beats}, CLAP-LoRA and AST on {others} (CLAP and WavLM
+heads are shared by every system). Nothing of its own to train: train and install the six streams it names
+(`multistream-*` entries, one LightningCLI config each), then `asdzoo.load("{name}")`.
+
+"""
+    + MULTISTREAM_SCORING
+    + "\n\n"
+    + MULTISTREAM_TABLES
+)
+_SCOPE_TEXT = {"7m": "the 7 development machines", "12m": "all 12 machines"}
+
+for _i, (_system, _fusion, _beats, _others, _macro) in enumerate(MULTISTREAM_SYSTEMS, start=1):
+    _streams = {
+        s: _stream_entry_name(s, None if not MULTISTREAM_STREAMS[s][2] else (_beats if "beats" in s else _others))
+        for s in _fusion
+    }
+    register(
+        ZooEntry(
+            f"multistream-{_system}",
+            architecture="asdzoo.systems.multistream:MultiStream",
+            task="task2",
+            weights="training-free",
+            kwargs=dict(streams=_streams, weights=dict(_fusion)),
+            requires=tuple(sorted(set(_streams.values()))),
+            paper=PAPER_MULTISTREAM,
+            license="Apache-2.0 (code); encoder weights: their authors' licences",
+            tags=("contrastive", "lora", "fusion", "rank-normalisation", "paper-002"),
+            input_spec="near channel of 2-channel (or mono) 16 kHz audio [batch, C, samples]",
+            reported=f"{_macro} macro(3) (paper 002 Table 1, DCASE 2026 dev, 7 machines)",
+            description=f"Paper 002's system {_i} ({_system.upper()}): six contrastive encoder streams, MemMixup "
+            "kNN, per-(machine, domain) rank normalisation, weighted fusion.",
+            card_notes=MULTISTREAM_SYSTEM_CARD.format(
+                n=_i,
+                weights=", ".join(f"{k} {v:.2f}" for k, v in _fusion.items()),
+                beats=_SCOPE_TEXT[_beats],
+                others=_SCOPE_TEXT[_others],
+                name=f"multistream-{_system}",
+            ),
+        )
+    )

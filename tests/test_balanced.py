@@ -4,7 +4,8 @@ from collections import Counter
 
 import torch
 
-from asdzoo.data.balanced import BalancedNormalsDataModule, DomainBalancedSampler, held_out_split
+from asdzoo.data.balanced import BalancedNormalsDataModule, DomainBalancedSampler
+from asdzoo.data.task2 import held_out_split
 
 
 def test_each_machine_gets_its_clips_half_from_each_domain():

@@ -49,3 +49,8 @@ def softmask_enhance(
         enhanced.reshape(-1, *enhanced.shape[-2:]), n_fft, hop_length, window=window, center=True, length=length
     )
     return out.reshape(near.shape)
+
+
+def near_channel(wave: torch.Tensor) -> torch.Tensor:
+    """``[B, C, S]`` (channel 0 = near microphone) or ``[B, S]`` -> ``[B, S]``."""
+    return wave[:, 0] if wave.dim() == 3 else wave

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from asdzoo.data.task2 import Task2Dataset, collate_clips, list_machines, scan_clips
+from asdzoo.data.task2 import Task2Dataset, collate_clips, held_out_split, list_machines, scan_clips
 
 
 class DomainBalancedSampler(Sampler[int]):
@@ -45,21 +45,6 @@ class DomainBalancedSampler(Sampler[int]):
                 picks.append(order[:n])
         picks = torch.cat(picks)
         return iter(picks[torch.randperm(len(picks), generator=gen)].tolist())
-
-
-def held_out_split(domains: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
-    """(train, held-out) indices: ``fraction`` of each domain held out, at least one clip of a domain that has two
-    or more (so target-domain behaviour is validated too), never a whole domain."""
-    domains = torch.as_tensor(domains)
-    gen = torch.Generator().manual_seed(seed)
-    train, held = [], []
-    for d in (0, 1):
-        idx = (domains == d).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)].tolist()
-        n = 0 if len(idx) < 2 or fraction <= 0 else min(len(idx) - 1, max(1, round(fraction * len(idx))))
-        held += idx[:n]
-        train += idx[n:]
-    return sorted(train), sorted(held)
 
 
 class _WithOthers(Dataset):

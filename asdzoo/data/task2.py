@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,11 +179,41 @@ def collate_clips(items: list[dict]) -> dict:
     return batch
 
 
+def held_out_split(domains: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """(train, held-out) indices: ``fraction`` of each domain held out, at least one clip of a domain that has two
+    or more (so target-domain behaviour is validated too), never a whole domain."""
+    domains = torch.as_tensor(domains)
+    gen = torch.Generator().manual_seed(seed)
+    train, held = [], []
+    for d in (0, 1):
+        idx = (domains == d).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)].tolist()
+        n = 0 if len(idx) < 2 or fraction <= 0 else min(len(idx) - 1, max(1, round(fraction * len(idx))))
+        held += idx[:n]
+        train += idx[n:]
+    return sorted(train), sorted(held)
+
+
+def _hold_out(clips: list[Clip], fraction: float) -> tuple[list[Clip], list[Clip]]:
+    """(train, held-out): ``fraction`` of each machine's clips per domain, by :func:`held_out_split` (seed 0)."""
+    train, held = [], []
+    for machine in sorted({c.machine for c in clips}):
+        own = [c for c in clips if c.machine == machine]
+        keep, out = held_out_split([int(c.domain == "target") for c in own], fraction)
+        train += [own[i] for i in keep]
+        held += [own[i] for i in out]
+    return train, held
+
+
 class Task2DataModule(L.LightningDataModule):
     """Train on ``train/`` of the chosen machines, validate on ``test/`` (dev labels).
 
     ``target_oversample`` repeats target-domain clips that many times per epoch on average (they are ~1% of
     DCASE training data); ``class_by`` adds section/attribute class labels for classification objectives.
+    ``extra_roots``: more roots whose machines' ``train/`` clips join the training set (DCASE's evaluation-set
+    additional training data: the "all 12 machines" scope of paper 002). ``val_fraction`` > 0 validates on that
+    fraction of each machine's and domain's normal training clips, held out, instead of ``test/`` (objectives
+    that must not see test data).
     """
 
     def __init__(
@@ -197,9 +228,13 @@ class Task2DataModule(L.LightningDataModule):
         class_by: str | None = "attribute",
         resample: bool = False,
         pseudo_clean_root: str | None = None,
+        extra_roots: list[str] | None = None,
+        val_fraction: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.extra_roots = list(extra_roots or [])
+        self.val_fraction = val_fraction
         self.root = root
         self.machines = machines
         self.batch_size = batch_size
@@ -216,6 +251,10 @@ class Task2DataModule(L.LightningDataModule):
             return
         machines = self.machines or list_machines(self.root)
         train = [c for m in machines for c in scan_clips(self.root, m, "train")]
+        train += [c for root in self.extra_roots for m in list_machines(root) for c in scan_clips(root, m, "train")]
+        held: list[Clip] = []
+        if self.val_fraction > 0:
+            train, held = _hold_out(train, self.val_fraction)
         self.train_set = Task2Dataset(
             train,
             self.channels,
@@ -225,10 +264,12 @@ class Task2DataModule(L.LightningDataModule):
             class_by=self.class_by,
             pseudo_clean_root=self.pseudo_clean_root,
         )
-        test = [
+        val = held or [
             c for m in machines if (Path(self.root) / m / "test").is_dir() for c in scan_clips(self.root, m, "test")
         ]
-        self.val_set = Task2Dataset(test, self.channels, resample=self.resample) if test else None
+        if self.val_fraction > 0 and not held:
+            val = []  # too few clips to hold any out: no validation rather than test data
+        self.val_set = Task2Dataset(val, self.channels, resample=self.resample) if val else None
 
     @property
     def num_classes(self) -> int:

@@ -31,9 +31,11 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from asdzoo.audio.channels import near_channel
 from asdzoo.config import CapturesInit
-from asdzoo.data.balanced import DomainBalancedSampler, held_out_split
+from asdzoo.data.balanced import DomainBalancedSampler
 from asdzoo.data.pseudo_outliers import PseudoOutlierMix
+from asdzoo.data.task2 import held_out_split
 from asdzoo.encoders.aum import AudioMamba
 from asdzoo.nn.anomaly_head import MultiLevelAnomalyHead
 from asdzoo.nn.batching import map_batches
@@ -47,11 +49,6 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 LOSSES = ("poe", "oc_svdd")
 SCORINGS = ("centre", "knn")
-
-
-def near_channel(wave: torch.Tensor) -> torch.Tensor:
-    """``[B, C, S]`` (channel 0 = near microphone) or ``[B, S]`` -> ``[B, S]``."""
-    return wave[:, 0] if wave.dim() == 3 else wave
 
 
 def _clip_embeddings(embed_batch, wave: torch.Tensor, lengths: torch.Tensor | None, segment: int, batch_size: int):
@@ -428,4 +425,4 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
         return self.centre_distance(bank, self.score_centre).double().numpy()
 
 
-__all__ = ["AumPoe", "AumPretrainer", "load_backbone", "near_channel"]
+__all__ = ["AumPoe", "AumPretrainer", "load_backbone"]

@@ -5,7 +5,8 @@ all the pipeline needs to fit per machine, score, set thresholds, write the offi
 Two optional parts make it better, never different: ``train_scores()`` (leave-one-out training scores for the
 decision threshold, where scoring a training clip against a bank that holds it would find itself), and the frame
 interface (:class:`FrameDetector`), through which encoder frames are computed once per file and view and kept in the
-on-disk frame cache, so re-scoring with other pooling or backend settings never re-embeds.
+on-disk frame cache, so re-scoring with other pooling or backend settings never re-embeds. A third,
+:class:`SetScorer`, is for transductive detectors, whose score of a clip depends on the whole test set.
 """
 
 from __future__ import annotations
@@ -47,6 +48,27 @@ class AnomalyDetector(Protocol):
 class LeaveOneOutScores(Protocol):
     def train_scores(self) -> np.ndarray:
         """Scores of the training clips as unseen clips would get them (for the decision threshold)."""
+
+
+@runtime_checkable
+class SetScorer(Protocol):
+    """Detectors whose scores are normalised over the whole test set of a machine (transductive, e.g. paper 002's
+    rank normalisation per domain): the pipeline collects ``raw_scores`` of every test clip, then calls
+    ``set_scores`` once with the clips' domains (None when the test names carry none). ``transductive`` False
+    means the detector scores clip by clip after all."""
+
+    transductive: bool
+
+    def raw_scores(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> np.ndarray: ...
+
+    def set_scores(self, raw: np.ndarray, domains: np.ndarray | None) -> np.ndarray: ...
+
+
+def clip_domains(clips: list[Clip]) -> np.ndarray | None:
+    """Domains of test clips (0 source, 1 target), or None when any name lacks one (evaluation-set names)."""
+    if any(c.domain is None for c in clips):
+        return None
+    return np.array([int(c.domain == "target") for c in clips])
 
 
 @runtime_checkable
@@ -175,9 +197,12 @@ def fit_and_score(
     else:
         train = all_clips(data.train, data.channels)
         det.fit(train["wave"], train_domains, train["lengths"])
-        test_scores = np.concatenate(
-            [det.score(b["wave"], b["lengths"]).numpy() for b in clip_batches(data.test, data.channels, batch_size)]
-        )
+        batches = clip_batches(data.test, data.channels, batch_size)
+        if isinstance(det, SetScorer) and det.transductive:
+            raw = np.concatenate([det.raw_scores(b["wave"], b["lengths"]) for b in batches])
+            test_scores = np.asarray(det.set_scores(raw, clip_domains(data.test)))
+        else:
+            test_scores = np.concatenate([det.score(b["wave"], b["lengths"]).numpy() for b in batches])
     if isinstance(det, LeaveOneOutScores):
         return test_scores, np.asarray(det.train_scores())
     train_scores = [det.score(b["wave"], b["lengths"]).numpy() for b in clip_batches(data.train, data.channels)]
@@ -222,7 +247,11 @@ def score_root(
         data = load_machine(data_root, machine)
         test_scores, train_scores = fit_and_score(model, data, cache_root, progress)
         written += write_submission(out_dir, machine, data.test, test_scores, decision_threshold(train_scores))
-        log(f"{machine}: scored {len(data.test)} test clips (fitted on {len(data.train)})")
+        how = ""
+        if isinstance(model, SetScorer) and model.transductive:
+            how = " per domain" if clip_domains(data.test) is not None else " per machine (names carry no domain)"
+            how = f", rank-normalised over the test set{how}"
+        log(f"{machine}: scored {len(data.test)} test clips (fitted on {len(data.train)}){how}")
     return written
 
 
