@@ -1,7 +1,8 @@
 """multistream (paper 002) on the built-in suite: the two streams that train offline (BEATs LoRA r16 and r32 on a
 BEATs self-pre-trained on the suite's own training audio, the stand-in for BEATs_iter3_plus_AS2M), each alone and
 fused with the paper's relative weights (0.23 : 0.15), with and without rank normalisation and MemMixup (the paper's
-ablation, on our data); then embedding throughput and peak memory of every full-size stream (random weights).
+ablation, on our data); then embedding throughput and peak memory of every full-size stream (random weights; the
+peak resident memory of a fresh process that built the stream and embedded, and how much of it inference added).
 
     python benchmarks/multistream.py --preset dcase --seeds 11 12 13 [--quick] [--skip-scores | --skip-throughput]
 
@@ -99,17 +100,18 @@ def _throughput(args) -> dict:
     t0 = time.perf_counter()
     for _ in range(repeats):
         stream.embed(wave)
-    return dict(clips_per_s=batch * repeats / (time.perf_counter() - t0), peak_mib=_rss_mib() - base)
+    rate = batch * repeats / (time.perf_counter() - t0)
+    return dict(clips_per_s=rate, peak_mib=_rss_mib(), inference_mib=_rss_mib() - base)
 
 
 def throughput(batch: int, repeats: int) -> None:
     print(f"\nfull-size streams, 10 s clips, batch {batch}, CPU threads {torch.get_num_threads()} (random weights)")
-    print(f"{'stream':<11}{'trainable':>11}{'clips/s':>9}{'peak MiB':>10}")
+    print(f"{'stream':<11}{'trainable':>11}{'clips/s':>9}{'peak RSS MiB':>14}{'above loaded model':>20}")
     for name, kwargs in FULL_SIZE.items():
         with mp.get_context("spawn").Pool(1) as pool:  # a fresh process: the peak memory is this stream's alone
             r = pool.apply(_throughput, ((name, batch, repeats),))
         n = sum(p.numel() for p in ContrastiveStream(encoder_config={}, **kwargs).parameters() if p.requires_grad)
-        print(f"{name:<11}{n:>11,}{r['clips_per_s']:9.2f}{r['peak_mib']:10.0f}")
+        print(f"{name:<11}{n:>11,}{r['clips_per_s']:9.2f}{r['peak_mib']:14.0f}{r['inference_mib']:20.0f}")
 
 
 def main() -> None:
