@@ -264,11 +264,12 @@ class Task2DataModule(L.LightningDataModule):
             class_by=self.class_by,
             pseudo_clean_root=self.pseudo_clean_root,
         )
-        val = held or [
-            c for m in machines if (Path(self.root) / m / "test").is_dir() for c in scan_clips(self.root, m, "test")
-        ]
-        if self.val_fraction > 0 and not held:
-            val = []  # too few clips to hold any out: no validation rather than test data
+        if self.val_fraction > 0:
+            val = held  # never test data, even where too few clips could be held out
+        else:
+            val = [
+                c for m in machines if (Path(self.root) / m / "test").is_dir() for c in scan_clips(self.root, m, "test")
+            ]
         self.val_set = Task2Dataset(val, self.channels, resample=self.resample) if val else None
 
     @property
