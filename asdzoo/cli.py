@@ -150,7 +150,9 @@ def _cmd_s5_chain(args) -> None:
     from asdzoo.hub import load, save_pretrained
     from asdzoo.systems.s5_baseline import S5Chain, S5Separator, S5Tagger
 
-    tagger, separator = load(args.tagger), load(args.separator)
+    tagger = load(args.tagger)
+    # the released separator as it ships (checkpoint/resunetk.ckpt of baseline_checkpoint.zip), or a saved folder
+    separator = S5Separator(init_from=args.separator) if args.separator.endswith(".ckpt") else load(args.separator)
     if not isinstance(tagger, S5Tagger) or not isinstance(separator, S5Separator):
         raise ValueError(f"{args.tagger} must be an S5 tagger and {args.separator} an S5 separator")
     print(f"saved the chain to {save_pretrained(S5Chain.from_parts(tagger, separator), args.out, args.name)}")
@@ -389,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("s5-chain", help="Task 4: chain a trained tagger and separator into one model folder")
     s.add_argument("tagger")
-    s.add_argument("separator")
+    s.add_argument("separator", help="a saved separator folder, or the release's resunetk.ckpt")
     s.add_argument("--out", required=True)
     s.add_argument("--name", default=None, help="registry name whose card the folder gets")
     s.set_defaults(func=_cmd_s5_chain)

@@ -554,6 +554,104 @@ register(
 )
 
 # ------------------------------------------------------------------------------------------------
+# s5-distill (paper 003): the baseline's M2D tagger distilled (masked SD or Qwen2-Audio), the released ResUNetK
+
+PAPER_S5_DISTILL = (
+    "Wang, Tang, Zhang & Yin, Semantic distillation for spatial semantic segmentation of sound scenes, "
+    "DCASE 2026 Task 4 technical report (paper 003)"
+)
+S5_DISTILL_REPORTED = {  # paper 003, Tables 1-2: (CAPI-SDRi dB, mixture accuracy %, source accuracy %), ResUNetK
+    1: {"baseline": (8.171, 57.143, 67.147), "sd": (8.354, 58.069, 68.311), "qwen": (8.557, 60.053, 70.019)},
+    4: {"baseline": (8.489, 60.714, 70.394), "sd": (8.546, 60.053, 70.293), "qwen": (8.807, 61.442, 72.535)},
+}
+S5_DISTILL_METHOD = {
+    "sd": "Masked self-distillation (section 2.2): the whole M2D tagger fine-tuned (AdamW lr 1e-5, clip 0.5) with "
+    "auxiliary heads (the main head's type) on Transformer blocks 9 and 10 and an EMA teacher of the tagger "
+    "(m = 0.999); L = L_main + 0.05 L_aux + 0.10 L_KD + 0.05 L_self, L_KD = min over the 3! slot permutations of "
+    "T^2 KL(softmax(z_ema/T) || softmax(z/T)), T = 1.5. L_self (not defined by the paper; our choice): each "
+    "auxiliary head distilled from the student's own final head, detached, by the same permutation-invariant KD. "
+    "{mask}",
+    "qwen": "Qwen2-Audio semantic distillation (section 2.3): a frozen Qwen2-Audio audio encoder (the audio tower "
+    "of Qwen/Qwen2-Audio-7B, 1280-d tokens per 40 ms) receives the sum of the clean dry foreground sources, the "
+    "student the reverberant mixture; the student's reference-channel tokens are projected to 1280-d, both pooled "
+    "to 32 temporal bins; L = L_task + {cka} (1 - linear CKA) + {cos} (1 - cosine of the time means), weights and the "
+    "projector's lr (1e-4; backbone 1e-5, clip 0.5) warmed up over 5 epochs; silent scenes are left out of the "
+    "distillation terms. The teacher and projector are not used at inference and the teacher is never saved.",
+}
+S5_DISTILL_MASK = {
+    1: "No token masking (1c).",
+    4: "4c: 30 % of the spatial tokens masked in training, drawn per (frame, channel) of the channel-stacked "
+    "features the head pools (our reading: per channel, so the head cannot lean on any single channel); the EMA "
+    "teacher sees all tokens.",
+}
+S5_DISTILL_RUNS = {  # (config, batch and selection as section 3.2)
+    "sd": {
+        1: "batch 64, best validation classification loss (epoch 22)",
+        4: "batch 24, best validation loss (epoch 20)",
+    },
+    "qwen": {1: "batch 16, the last epoch (epoch 33)", 4: "batch 4, best validation loss (epoch 21)"},
+}
+
+
+def _s5_distill_card(method: str, channels: int) -> str:
+    name, config = f"s5-m2d-{method}-{channels}c", f"s5_m2d_{method}_{channels}c.yaml"
+    rows = "\n".join(
+        f"| {label} | {cap:.3f} | {mix:.3f} | {src:.3f} |"
+        for label, (cap, mix, src) in zip(
+            ("DCASE baseline", "Masked SD", "Semantic KD"), S5_DISTILL_REPORTED[channels].values()
+        )
+    )
+    cka, cos = (0.05, 0.02) if channels == 1 else (0.02, 0.01)
+    method_text = S5_DISTILL_METHOD[method].format(mask=S5_DISTILL_MASK[channels], cka=cka, cos=cos)
+    return f"""{method_text} Run: {S5_DISTILL_RUNS[method][channels]}.
+
+Reported on the development test set with the released ResUNetK (paper 003, Table {1 if channels == 1 else 2}):
+
+| {channels}c system | CAPI-SDRi (dB) | mixture acc. (%) | source acc. (%) |
+|---|---|---|---|
+{rows}
+
+Weights: train locally (no weights are released). Unpack the baseline release (baseline_checkpoint.zip), then
+`python train_cli.py fit --config asdzoo/configs/{config} --data.root DEV_SET`,
+`asdzoo s5-chain runs/{config[:-5]}/model checkpoint/resunetk.ckpt --out chain --name {name}` and
+`asdzoo install chain --name {name}`."""
+
+
+S5_DISTILL_TAGGERS = {"sd": "MaskedSDTagger", "qwen": "QwenDistillTagger"}
+for method, system in (("sd", "masked self-distillation"), ("qwen", "Qwen2-Audio semantic distillation")):
+    register(  # the tagger alone, as training writes it (its training-only parts included); chain it to use it
+        ZooEntry(
+            f"s5-m2d-{method}-tagger",
+            architecture=f"asdzoo.systems.s5_distill:{S5_DISTILL_TAGGERS[method]}",
+            weights="train-locally",
+            kwargs=dict(channels=1),
+            tags=("distillation", "tagging"),
+            description=f"Paper 003: the Task 4 M2D tagger in training with {system} (1 or 4 channels); "
+            f"`asdzoo s5-chain` turns it into s5-m2d-{method}-1c / -4c.",
+            card_notes=f"Train: `python train_cli.py fit --config asdzoo/configs/s5_m2d_{method}_1c.yaml` (or _4c).",
+            task="task4",
+            paper=PAPER_S5_DISTILL,
+            license="Apache-2.0 (code); the starting tagger: the baseline release's LICENSE.pdf",
+        )
+    )
+    for channels in (1, 4):
+        register(
+            ZooEntry(
+                f"s5-m2d-{method}-{channels}c",
+                architecture=S5_CHAIN,
+                weights="train-locally",
+                kwargs=dict(tagger=dict(channels=channels), separator=dict()),
+                tags=("distillation", "separation", "tagging"),
+                description=f"Paper 003: the Task 4 M2D tagger ({S5_TAGGER_INPUT[channels]}) trained with {system}, "
+                "chained with the released ResUNetK.",
+                card_notes=_s5_distill_card(method, channels),
+                task="task4",
+                paper=PAPER_S5_DISTILL,
+                license="Apache-2.0 (code); the starting tagger and ResUNetK: the baseline release's LICENSE.pdf",
+            )
+        )
+
+# ------------------------------------------------------------------------------------------------
 # aum-poe (paper 004): pixel-unshuffle Audio-Mamba, pseudo outlier exposure, gradient reversal
 
 PAPER_AUM_POE = (

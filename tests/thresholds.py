@@ -84,6 +84,26 @@ MARKS: dict[str, Mark] = {
     "s5 tagger: source-level accuracy on validation scenes": Mark((0.2923, 0.2200, 0.1972, 0.2239), chance=0.09),
     "s5 tagger: accuracy gain over untrained": Mark((0.2049, 0.1830, 0.1706, 0.1230), chance=0.0),
     "s5 separator: SNRi gain over untrained (dB)": Mark((1.0171, 1.2497, 1.6012, 0.8353), chance=0.0, margin=0.3),
+    # paper 003's distillation taggers vs the plain tagger, 300 steps each (tests/test_s5_distill.py); chance for the
+    # differences = an untrained tagger minus the trained baseline (measured: -0.045, -0.163, -0.199, -0.139)
+    "s5 qwen: 1 - CKA last / first epoch": Mark((0.8270, 0.8054, 0.7824, 0.7509), chance=RATIO, higher_is_better=False),
+    "s5 qwen: cosine distance last / first epoch": Mark(
+        (0.2038, 0.2037, 0.2372, 0.2211), chance=RATIO, higher_is_better=False
+    ),
+    "s5 masked SD: L_aux last / first epoch": Mark(
+        (0.1041, 0.1329, 0.1077, 0.1208), chance=RATIO, higher_is_better=False
+    ),
+    "s5 masked SD: L_self last epoch, with / without its term": Mark(
+        (0.3724, 0.5397, 0.4906, 0.6171), chance=RATIO, higher_is_better=False
+    ),
+    "s5 qwen: source-level accuracy on validation scenes": Mark((0.2778, 0.2292, 0.2029, 0.3188), chance=0.09),
+    "s5 masked SD: source-level accuracy on validation scenes": Mark((0.3594, 0.2245, 0.1972, 0.2338), chance=0.09),
+    "s5 qwen: accuracy minus the baseline tagger's (same steps)": Mark(
+        (0.1454, 0.0292, -0.0221, 0.0794), chance=-0.136
+    ),
+    "s5 masked SD: accuracy minus the baseline tagger's (same steps)": Mark(
+        (0.2270, 0.0245, -0.0278, -0.0056), chance=-0.136
+    ),
 }
 
 

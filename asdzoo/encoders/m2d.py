@@ -192,20 +192,22 @@ class M2D(Encoder):
         flat = self.cfg.flat_features if flat_features is None else flat_features
         average = self.cfg.average_per_time_frame if average_per_time_frame is None else average_per_time_frame
         unit = self.cfg.input_size[1]
-        fp = self.cfg.grid[0]
         n_chunk = math.ceil(lms.shape[-1] / unit)
         lms = F.pad(lms, (0, self.chunk_padding(lms.shape[-1])))
         outs = []
         for i in range(n_chunk):
-            emb = self.backbone.forward_encoder(lms[..., i * unit : (i + 1) * unit], layer)[:, 1:]
-            b, n, d = emb.shape
-            if flat:
-                if average:
-                    emb = emb.view(b, fp, n // fp, d).mean(1)
-            else:  # 'b (f t) d -> b t (f d)'
-                emb = emb.view(b, fp, n // fp, d).permute(0, 2, 1, 3).reshape(b, n // fp, fp * d)
-            outs.append(emb)
+            emb = self.backbone.forward_encoder(lms[..., i * unit : (i + 1) * unit], layer)
+            outs.append(self.tokens_to_features(emb, flat, average))
         return torch.cat(outs, dim=1)
+
+    def tokens_to_features(self, tokens: torch.Tensor, flat: bool, average: bool = False) -> torch.Tensor:
+        """One chunk's ViT output ``[B, 1 + Fp*Tp, D]`` (CLS first) -> its features in the chosen layout."""
+        emb = tokens[:, 1:]
+        b, n, d = emb.shape
+        fp = self.cfg.grid[0]
+        if flat:
+            return emb.view(b, fp, n // fp, d).mean(1) if average else emb
+        return emb.view(b, fp, n // fp, d).permute(0, 2, 1, 3).reshape(b, n // fp, fp * d)  # 'b (f t) d -> b t (f d)'
 
     def encode(self, wave: torch.Tensor, layer: int | None = None, **layout: bool) -> torch.Tensor:
         """Waveform at ``cfg.sample_rate`` ``[B, S]`` -> features (the official ``encode``); ``layout`` as in
@@ -279,7 +281,12 @@ class HeadAvgLinear(nn.Module):
         )
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        x = self.linear(self.m2d_out_norm(feats.mean(1))).view(-1, self.num_outputs, self.track_in)
+        return self.classify(feats.mean(1))
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Time-pooled features ``[B, feature_d]`` -> logits ``[B, num_outputs, num_classes]`` (for poolings of
+        one's own, e.g. over unmasked frames only)."""
+        x = self.linear(self.m2d_out_norm(pooled)).view(-1, self.num_outputs, self.track_in)
         return torch.stack([track(x[:, k]) for k, track in enumerate(self.tracks)], dim=1)
 
 
@@ -295,13 +302,21 @@ class M2DTagger(nn.Module):
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         """``[B, C, S]`` at the encoder's sample rate."""
-        if self.channels == 1:
-            feats = self.m2d.encode(mixture[:, self.ref_channel])
-        else:
-            b, c, s = mixture.shape
-            f = self.m2d.encode(mixture.reshape(b * c, s))
-            feats = f.view(b, c, f.shape[1], f.shape[2]).permute(0, 2, 1, 3).reshape(b, f.shape[1], c * f.shape[2])
-        return self.head(feats)
+        return self.head(self.features(mixture))
+
+    def encoder_input(self, mixture: torch.Tensor) -> torch.Tensor:
+        """The waveforms the encoder sees: ``[B, S]`` (reference channel) or ``[B * C, S]`` (every channel)."""
+        return mixture[:, self.ref_channel] if self.channels == 1 else mixture.flatten(0, 1)
+
+    def stack_channels(self, feats: torch.Tensor) -> torch.Tensor:
+        """Encoder features ``[B * C, T, D]`` -> ``[B, T, C * D]``, channel-major per frame (identity for 1 channel)."""
+        bc, t, d = feats.shape
+        b = bc // self.channels
+        return feats.view(b, self.channels, t, d).permute(0, 2, 1, 3).reshape(b, t, self.channels * d)
+
+    def features(self, mixture: torch.Tensor) -> torch.Tensor:
+        """``[B, C, S]`` -> the head's input ``[B, T', channels * embed_dim]``."""
+        return self.stack_channels(self.m2d.encode(self.encoder_input(mixture)))
 
     @torch.no_grad()
     def predict(self, mixture: torch.Tensor) -> dict[str, torch.Tensor]:

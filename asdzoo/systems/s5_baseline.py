@@ -9,6 +9,7 @@ amsgrad; gradient clipping 0.5 lives in the trainer configs.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import pickle
 import tempfile
@@ -149,7 +150,10 @@ class S5Tagger(CapturesInit, L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        logits = self(batch["mixture"])
+        self.log_validation(self(batch["mixture"]), batch)
+
+    def log_validation(self, logits: torch.Tensor, batch: dict) -> None:
+        """The classification loss (what checkpoints are selected by) and label accuracies of these logits."""
         loss, _ = tagger_pit_loss(logits, batch["classes"])
         predicted = [labels_from_vector(row) for row in logits]
         mixture_acc, source_acc = label_accuracy([label_counts(p, r) for p, r in zip(predicted, batch["labels"])])
@@ -228,9 +232,11 @@ class S5Chain(CapturesInit, nn.Module):
 
     @classmethod
     def from_parts(cls, tagger: S5Tagger, separator: S5Separator) -> S5Chain:
-        """Chain two trained models (their weights are copied)."""
-        chain = cls(tagger=tagger.config, separator=separator.config)
-        chain.tagger.load_state_dict(tagger.state_dict())
+        """Chain two trained models (their weights are copied). Any :class:`S5Tagger` chains as the plain tagger it
+        trains: a distillation tagger's training-only parts (auxiliary heads, projector) stay behind."""
+        plain = set(inspect.signature(S5Tagger.__init__).parameters)
+        chain = cls(tagger={k: v for k, v in tagger.config.items() if k in plain}, separator=separator.config)
+        chain.tagger.model.load_state_dict(tagger.model.state_dict())
         chain.separator.load_state_dict(separator.state_dict())
         return chain.eval()
 
