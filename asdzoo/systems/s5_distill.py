@@ -58,6 +58,18 @@ class _DistillTagger(S5Tagger):
     baseline's, and the teacher-side state (EMA model, frozen encoder) held outside the module tree so that it is
     never in ``state_dict`` nor moved or trained by Lightning as a submodule."""
 
+    def __init__(self, channels, m2d_checkpoint, m2d, lr, track_in, track_hidden, init_from):
+        super().__init__(
+            channels=channels,
+            m2d_checkpoint=m2d_checkpoint,
+            m2d=m2d,
+            finetuning_layers="all",
+            lr=lr,
+            track_in=track_in,
+            track_hidden=track_hidden,
+            init_from=init_from,
+        )
+
     def _steps_per_epoch(self) -> int:
         trainer = self.trainer
         batches = trainer.num_training_batches
@@ -89,16 +101,7 @@ class MaskedSDTagger(_DistillTagger):
         self_weight: float = 0.05,
         mask_ratio: float | None = None,
     ):
-        super().__init__(
-            channels=channels,
-            m2d_checkpoint=m2d_checkpoint,
-            m2d=m2d,
-            finetuning_layers="all",
-            lr=lr,
-            track_in=track_in,
-            track_hidden=track_hidden,
-            init_from=init_from,
-        )
+        super().__init__(channels, m2d_checkpoint, m2d, lr, track_in, track_hidden, init_from)
         depth = len(self.model.m2d.backbone.blocks)
         if not aux_blocks or not all(1 <= k <= depth for k in aux_blocks):
             raise ValueError(
@@ -227,16 +230,7 @@ class QwenDistillTagger(_DistillTagger):
         warmup_epochs: float = 5.0,
         cache_entries: int = 2048,
     ):
-        super().__init__(
-            channels=channels,
-            m2d_checkpoint=m2d_checkpoint,
-            m2d=m2d,
-            finetuning_layers="all",
-            lr=lr,
-            track_in=track_in,
-            track_hidden=track_hidden,
-            init_from=init_from,
-        )
+        super().__init__(channels, m2d_checkpoint, m2d, lr, track_in, track_hidden, init_from)
         token_dim = self.model.head.m2d_out_norm.num_features // channels
         self.projector = nn.Linear(token_dim, teacher_dim)
         paper_cka, paper_cos = PAPER_QWEN_WEIGHTS[channels]
