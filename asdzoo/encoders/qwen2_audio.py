@@ -15,7 +15,6 @@ from collections import OrderedDict
 from hashlib import sha1
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -134,7 +133,7 @@ class Qwen2AudioTeacher(nn.Module):
         """``[B, S]`` 16 kHz -> Whisper log-mel ``[B, mel, 2 * max_source_positions]``."""
         n = self.frames * HOP
         out = self.extractor(
-            list(wave.detach().cpu().double().numpy().astype(np.float32)),
+            list(wave.detach().cpu().float().numpy()),
             sampling_rate=SAMPLE_RATE,
             padding="max_length",
             max_length=n,
@@ -143,12 +142,6 @@ class Qwen2AudioTeacher(nn.Module):
         )
         return out["input_features"].to(wave.device)
 
-    def valid_tokens(self, samples: int) -> int:
-        """Output tokens that cover a clip of ``samples`` (the rest cover padding)."""
-        mel = min(samples // HOP, self.frames)
-        _, tokens = self.encoder._get_feat_extract_output_lengths(torch.tensor(mel))
-        return max(int(tokens), 1)
-
     @torch.no_grad()
     def forward(self, wave: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
         from transformers.masking_utils import create_bidirectional_mask
@@ -156,13 +149,13 @@ class Qwen2AudioTeacher(nn.Module):
         wave = resample(wave, sample_rate, SAMPLE_RATE)
         features = self.log_mel(wave)
         mel = min(wave.shape[-1] // HOP, self.frames)
-        conv_len, _ = self.encoder._get_feat_extract_output_lengths(torch.tensor(mel))
+        conv_len, tokens = self.encoder._get_feat_extract_output_lengths(torch.tensor(mel))
         positions = (self.frames - 2) // 2 + 1
         keep = (torch.arange(positions, device=wave.device) < conv_len).long().expand(len(wave), -1)
         dummy = torch.zeros(len(wave), positions, 1, device=wave.device, dtype=self.encoder.conv1.weight.dtype)
         mask = create_bidirectional_mask(config=self.encoder.config, inputs_embeds=dummy, attention_mask=keep)
         hidden = self.encoder(features, attention_mask=mask).last_hidden_state
-        return hidden[:, : self.valid_tokens(wave.shape[-1])]
+        return hidden[:, : max(int(tokens), 1)]  # the tokens that cover the clip, not its padding
 
 
 class TeacherCache:

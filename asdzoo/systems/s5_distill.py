@@ -70,13 +70,6 @@ class _DistillTagger(S5Tagger):
             init_from=init_from,
         )
 
-    def _steps_per_epoch(self) -> int:
-        trainer = self.trainer
-        batches = trainer.num_training_batches
-        if not isinstance(batches, int):  # an iterable of unknown length: fall back to the planned total
-            return max(1, trainer.estimated_stepping_batches // max(1, trainer.max_epochs or 1))
-        return max(1, batches // trainer.accumulate_grad_batches)
-
 
 class MaskedSDTagger(_DistillTagger):
     """Masked SD (§2.2): the M2D tagger with auxiliary heads on Transformer blocks ``aux_blocks`` (1-based, 9 and 10
@@ -258,6 +251,13 @@ class QwenDistillTagger(_DistillTagger):
                 )
             self._teacher.append(teacher)
         return self._teacher[0]
+
+    def _steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        batches = trainer.num_training_batches
+        if not isinstance(batches, int):  # an iterable of unknown length: fall back to the planned total
+            return max(1, trainer.estimated_stepping_batches // max(1, trainer.max_epochs or 1))
+        return max(1, batches // trainer.accumulate_grad_batches)
 
     def warmup(self, step: int) -> float:
         """Linear warm-up factor of the distillation weights and the projector's learning rate at optimiser step
