@@ -26,6 +26,23 @@ def synth_root(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("synth") / "t2", cfg, workers=2, progress=False)
 
 
+@pytest.fixture(scope="session")
+def pseudo_clean(synth_root) -> str:
+    """The pseudo-clean near channels of ``synth_root`` (ILRMA, beats-distill's teacher input)."""
+    from asdzoo.data.pseudo_clean import prepare_pseudo_clean
+
+    return prepare_pseudo_clean(synth_root, workers=2, progress=False)["out"]
+
+
+@pytest.fixture(scope="session")
+def t4_root(tmp_path_factory) -> Path:
+    """A small built-in FOA set (Task 4) for the taggers' and separators' training tests."""
+    from asdzoo.data.synth_t4 import SynthT4Config, generate
+
+    cfg = SynthT4Config.small(seed=test_seed(), train_sources=4, valid_scenes=24, test_scenes=3)
+    return generate(cfg, tmp_path_factory.mktemp("t4") / "synth_t4", workers=2, progress=False)
+
+
 TINY_BEATS = dict(
     encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128, encoder_attention_heads=4, embed_dim=128
 )

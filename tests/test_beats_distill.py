@@ -54,11 +54,6 @@ def test_ilrma_pseudo_clean_separates_and_picks_the_near_source():
     assert _snr(result.pseudo_clean, machine) > _snr(mixture[0], machine) + 10.0
 
 
-@pytest.fixture(scope="module")
-def pseudo_clean(synth_root):
-    return prepare_pseudo_clean(synth_root, workers=2, progress=False)["out"]
-
-
 def test_prepare_is_resumable_and_complete(synth_root, pseudo_clean, tmp_path):
     again = prepare_pseudo_clean(synth_root, pseudo_clean, workers=1, progress=False)
     assert again["written"] == 0 and again["skipped"] == 72

@@ -33,14 +33,6 @@ SEPARATOR = dict(width=0.0625)
 QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 
 
-@pytest.fixture(scope="module")
-def t4_root(tmp_path_factory):
-    from asdzoo.data.synth_t4 import SynthT4Config, generate
-
-    cfg = SynthT4Config.small(seed=test_seed(), train_sources=4, valid_scenes=24, test_scenes=3)
-    return generate(cfg, tmp_path_factory.mktemp("t4") / "synth_t4", workers=2, progress=False)
-
-
 def fixed_scenes(datamodule, n: int) -> list[dict]:
     """``n`` training scenes drawn by the data module's on-the-fly rules, rendered once: a short CPU run reuses them
     every epoch instead of paying for new renders (the models must still generalise to the validation scenes)."""

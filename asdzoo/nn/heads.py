@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asdzoo.nn.distributed import gather
+
 
 class AttentiveStatsPooling(nn.Module):
     """Okabe et al. (Interspeech 2018): frame weights from a small attention MLP, then the weighted mean and
@@ -64,6 +66,7 @@ class SubClusterAdaCos(nn.Module):
 
     @torch.no_grad()
     def update_scale(self, cos: torch.Tensor, labels: torch.Tensor) -> None:
+        cos, labels = gather(cos), gather(labels)  # under DDP: the whole batch's statistics, as in one process
         flat = cos.reshape(cos.shape[0], -1)
         target = F.one_hot(labels, self.num_classes).bool().repeat_interleave(self.sub_centers, dim=1)
         b_avg = torch.where(target, torch.zeros_like(flat), torch.exp(self.scale * flat)).sum(1).mean()

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asdzoo.nn.distributed import gather
+
 
 class MomentumCentre(nn.Module):
     """The centre ``c`` of the normal embeddings, a moving average of batch means (buffers, saved with the model).
@@ -27,7 +29,9 @@ class MomentumCentre(nn.Module):
 
     @torch.no_grad()
     def update(self, z_normal: torch.Tensor) -> None:
-        """One update from a batch of normal embeddings ``[B, D]``; an empty batch leaves ``c`` unchanged."""
+        """One update from a batch of normal embeddings ``[B, D]`` (under DDP: every process's batch, so that ``c``
+        is the one-process centre); an empty batch leaves ``c`` unchanged."""
+        z_normal = gather(z_normal)
         if len(z_normal) == 0:
             return
         mean = z_normal.detach().to(self.centre).mean(dim=0)

@@ -39,6 +39,7 @@ from asdzoo.data.task2 import held_out_split
 from asdzoo.encoders.aum import AudioMamba
 from asdzoo.nn.anomaly_head import MultiLevelAnomalyHead
 from asdzoo.nn.batching import map_batches
+from asdzoo.nn.distributed import gather
 from asdzoo.nn.grl import gradient_reversal
 from asdzoo.nn.multicrop import mean_per_clip, segment_crops
 from asdzoo.nn.poe import MomentumCentre, oc_svdd_loss, poe_loss
@@ -209,7 +210,7 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
             self.head = MultiLevelAnomalyHead(dim, len(self.fusion_layers), head_hidden, embed_dim, dropout)
             self.domain_classifier = nn.Sequential(
                 nn.Linear(embed_dim, domain_hidden), nn.ReLU(), nn.Linear(domain_hidden, 2)
-            )
+            ).requires_grad_(use_grl)  # without GRL it is unused: DDP rejects trainable parameters without gradients
         self.centre = MomentumCentre(embed_dim, centre_momentum)
         # scoring centre: the normalised mean of the machine's training embeddings in eval mode, set by fit()
         self.register_buffer("score_centre", torch.zeros(embed_dim))
@@ -217,12 +218,12 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
         self.segment = int(segment_seconds * SAMPLE_RATE)
         self.backend_cfg = BackendConfig(metric="cosine", k=knn_k, backend=knn_backend)
         self._freeze_backbone(unfreeze_blocks)
-        self._val: list[tuple[np.ndarray, np.ndarray]] = []
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @staticmethod
     def _build_backbone(backbone: str | None, aum: dict | None, seed: int) -> AudioMamba:
-        if backbone is not None:
-            return copy.deepcopy(load_backbone(backbone))
+        if backbone is not None:  # a loaded model is in eval mode; training starts in train mode, as a new one
+            return copy.deepcopy(load_backbone(backbone)).train()
         if aum is None:
             raise ValueError("aum-poe needs a stage-1 backbone (backbone=NAME_OR_DIR) or an Audio-Mamba config (aum=)")
         with torch.random.fork_rng(devices=[]):
@@ -304,23 +305,25 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
         return out
 
     def training_step(self, batch, batch_idx):
+        """One backward pass for both optimizers: the domain loss sees detached embeddings, so its gradient reaches
+        only the classifier, and the adversarial term uses detached classifier weights, so its gradient reaches only
+        θ_f — the sum gives each parameter exactly the gradient of its own loss. (Two backward passes per forward
+        also give that in one process, but DDP allows only one.)"""
         h = self.hparams
         opt_f, opt_d = self.optimizers()
         out = self.losses(batch)
-        step_now = (batch_idx + 1) % h.accumulate == 0
-        self.manual_backward(out["loss"] / h.accumulate)
-        if step_now:
-            self.clip_gradients(opt_f, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
-            opt_f.step()
-            opt_f.zero_grad()
+        total = out["loss"]
         if h.use_grl:
             l_dom = F.cross_entropy(self.domain_classifier(out["z_normal"].detach()), batch["domain"])
-            self.manual_backward(l_dom / h.accumulate)
-            if step_now:
-                opt_d.step()
-                opt_d.zero_grad()
+            total = total + l_dom
             self.log("train/domain_ce", l_dom)
             self.log("train/adv", out["adv"])
+        self.manual_backward(total / h.accumulate)
+        if (batch_idx + 1) % h.accumulate == 0:
+            self.clip_gradients(opt_f, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
+            for opt in (opt_f, opt_d) if h.use_grl else (opt_f,):
+                opt.step()
+                opt.zero_grad()
         self.centre.update(out["z_normal"].detach())
         self.log("train/anomaly", out["anomaly"], prog_bar=True)
         return out["loss"]
@@ -337,12 +340,13 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
         finally:
             self.outlier_mix = saved
         scores = self.centre_distance(self.embed_batch(waves, lengths))
-        self._val.append((scores.float().cpu().numpy(), is_out.cpu().numpy()))
+        self._val.append((scores.float(), is_out))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val or not self.centre.initialised:
             return
-        scores, labels = (np.concatenate(v) for v in zip(*self._val))
+        # under DDP: the AUC of every process's clips together (an average of per-shard AUCs is another number)
+        scores, labels = (gather(torch.cat(v)).cpu().numpy() for v in zip(*self._val))
         auc = roc_auc_score(labels, scores) if 0 < labels.sum() < len(labels) else 0.5
         self.log("val/auc", float(auc), prog_bar=True)
 

@@ -35,6 +35,7 @@ from asdzoo.config import CapturesInit
 from asdzoo.encoders import load_encoder
 from asdzoo.nn.batching import map_batches
 from asdzoo.nn.contrastive import embedding_spread, nt_xent, variance_hinge
+from asdzoo.nn.distributed import gather, gather_with_grad
 from asdzoo.nn.lora import last_block_targets, with_lora
 from asdzoo.nn.pooling import pool
 from asdzoo.scoring.memmixup import MixupBank
@@ -268,7 +269,9 @@ class ContrastiveStream(CapturesInit, RankFusedDetector, L.LightningModule):
     def views(self, wave: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independently augmented views; the generator is drawn from torch's seeded global RNG, so runs
         under ``seed_everything`` repeat."""
-        gen = torch.Generator(device=wave.device).manual_seed(int(torch.randint(0, 2**62, ())))
+        # + rank: DDP processes share the seed, and their shards must not get the same augmentation draws
+        seed = int(torch.randint(0, 2**62, ())) + self.global_rank
+        gen = torch.Generator(device=wave.device).manual_seed(seed)
         h = self.hparams
         kw = dict(noise_std=h.noise_std, gain_db=h.gain_db, drop_seconds=h.drop_seconds)
         return contrastive_view(wave, lengths, gen, **kw), contrastive_view(wave, lengths, gen, **kw)
@@ -276,6 +279,7 @@ class ContrastiveStream(CapturesInit, RankFusedDetector, L.LightningModule):
     def contrastive_loss(self, wave: torch.Tensor, lengths: torch.Tensor | None) -> dict[str, torch.Tensor]:
         v1, v2 = self.views(near_channel(wave), lengths)
         z1, z2 = self.embed_batch(v1, lengths), self.embed_batch(v2, lengths)
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)  # under DDP: every process's clips are negatives
         nce = nt_xent(z1, z2, self.hparams.temperature)
         var = 0.5 * (variance_hinge(z1) + variance_hinge(z2))
         return {"loss": nce + self.hparams.variance_weight * var, "nt_xent": nce, "variance": var}
@@ -295,7 +299,7 @@ class ContrastiveStream(CapturesInit, RankFusedDetector, L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self._val_z:
-            self.log("val/spread", embedding_spread(torch.cat(self._val_z)), prog_bar=True)
+            self.log("val/spread", embedding_spread(gather(torch.cat(self._val_z))), prog_bar=True)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
