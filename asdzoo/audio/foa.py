@@ -10,12 +10,17 @@ X = cos(az) cos(el). Azimuth is measured counter-clockwise from +x (the front) s
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from asdzoo.data.s5 import FOA_CHANNELS, SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from asdzoo.audio.sofa import SofaIRs
 
 SPEED_OF_SOUND = 343.0  # m/s, pyroomacoustics' default (``pra.constants.get("c")``)
 
@@ -165,20 +170,18 @@ def diffuse_foa_noise(
 
 @dataclass(frozen=True)
 class RoomIRs:
-    """FOA impulse responses of one room measured (here: simulated) at many source positions around one array."""
+    """FOA impulse responses of one room measured (or simulated) at many source positions around one array."""
 
-    irs: np.ndarray  # [positions, 4, L] float32, channels FOA_CHANNELS
+    irs: np.ndarray | SofaIRs  # [positions, 4, L], channels FOA_CHANNELS; a SOFA room's is read one position at a time
     directions: np.ndarray  # [positions, 2] azimuth, elevation in degrees, convention of this module
     sr: int
     room: str
+    positions: np.ndarray | None = None  # [positions, 3] a SOFA room's SourcePosition (x, y, z): what SpAudSyn names
 
 
-# The official data stores each room as a SOFA file (``room_ir/<split>/<place>.sofa``). SpAudSyn's ``SofaRoom``
-# (``nttcslab/SpAudSyn`` ``src/room.py``) opens it with the ``sofa`` package, takes ``Data.IR`` of dimensions
-# (M source positions, R = 4 receivers, N samples) and ``Data.SamplingRate``, draws one position index at random,
-# reads its ``Source.Position`` (cartesian), resamples to the scene rate if needed and normalises the RIR to unit
-# energy averaged over channels before convolving. asdzoo keeps "one file per room, many source positions" in a plain
-# ``.npz`` (no HDF5/netCDF dependency); directions are stored as azimuth/elevation.
+# One file per room, many source positions: asdzoo's own ``.npz`` (written here for the built-in data, directions as
+# azimuth/elevation) or an official SOFA file (``room_ir/<split>/<place>.sofa``), read by :mod:`asdzoo.audio.sofa`,
+# which cites the facts it follows.
 def save_room_irs(path: str | os.PathLike, irs: np.ndarray, directions: np.ndarray, sr: int) -> None:
     """Write one room's responses ``irs [P, 4, L]`` and source ``directions [P, 2]`` (az, el deg) to ``path`` (.npz),
     atomically; the room name is the file's stem."""
@@ -193,9 +196,20 @@ def save_room_irs(path: str | os.PathLike, irs: np.ndarray, directions: np.ndarr
 
 
 def load_room_irs(path: str | os.PathLike) -> RoomIRs:
-    """Read a file written by :func:`save_room_irs`."""
-    with np.load(path, allow_pickle=False) as data:
-        channels = tuple(str(c) for c in data["channels"])
-        if channels != FOA_CHANNELS:
-            raise ValueError(f"{path}: channel order {channels}, expected {FOA_CHANNELS}")
-        return RoomIRs(irs=data["irs"], directions=data["directions"], sr=int(data["sr"]), room=Path(path).stem)
+    """Read a room file: ``.sofa`` (official) or a file written by :func:`save_room_irs`; any fault is a ValueError
+    naming the file."""
+    if Path(path).suffix.lower() == ".sofa":
+        from asdzoo.audio.sofa import read_sofa_room  # h5py only when a SOFA room is read
+
+        return read_sofa_room(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            channels = tuple(str(c) for c in data["channels"])
+            irs, directions, sr = data["irs"], data["directions"], int(data["sr"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: unreadable room IR file ({err})") from None
+    if channels != FOA_CHANNELS:
+        raise ValueError(f"{path}: channel order {channels}, expected {FOA_CHANNELS}")
+    if not np.isfinite(irs).all():
+        raise ValueError(f"{path}: non-finite impulse responses")
+    return RoomIRs(irs=irs, directions=directions, sr=sr, room=Path(path).stem)
