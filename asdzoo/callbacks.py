@@ -93,11 +93,12 @@ class DevSetSelection(L.Callback):
 
 class ResumableCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` whose checkpoints also carry the random-number state (torch, CUDA, numpy,
-    python), put back on ``--ckpt_path``. Lightning saves none, and a ``shuffle=True`` loader seeds each epoch's
-    order from torch's global generator, so a resumed run shuffled its next epochs like the first ones and ended
-    elsewhere than the uninterrupted run. The state is stored as tensors, lists and tuples so that the checkpoint
-    still loads with ``weights_only=True``. Exact at an epoch boundary; a resume from mid-epoch is not, since a plain
-    ``DataLoader`` cannot skip the batches already seen (Lightning warns then)."""
+    python), put back on ``--ckpt_path``. Lightning saves none, so a resumed run drew its random crops, dropout and
+    noise like the first epochs and ended elsewhere than the uninterrupted run. The state is stored as tensors, lists
+    and tuples so that the checkpoint still loads with ``weights_only=True``. The data order is the loaders' own
+    state: every data module trains from a ``StatefulDataLoader``, which Lightning checkpoints with the fit loop and
+    which continues an interrupted epoch where it stopped (asdzoo.data.resumable), so a resume mid-epoch is exact
+    too."""
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "rng_states": _rng_states()}

@@ -8,15 +8,18 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
+from asdzoo.data.resumable import ResumableSampler, derived_generator, train_loader
 from asdzoo.data.task2 import Task2Dataset, collate_clips, held_out_split, list_machines, scan_clips
 
 
-class DomainBalancedSampler(Sampler[int]):
+class DomainBalancedSampler(ResumableSampler):
     """``per_group`` indices per epoch for every group (machine), half from each domain present (a group with one
     domain gives all from it); each domain is drawn without replacement while it lasts, then reshuffled (so target
-    clips repeat, source clips rarely). Seeded per epoch: the same seed gives the same order, resumed runs too."""
+    clips repeat, source clips rarely). Seeded per epoch: the same seed gives the same order, resumed runs too, and
+    a run resumed mid-epoch continues the interrupted epoch (:class:`ResumableSampler`)."""
 
     def __init__(self, groups: Sequence[int], domains: Sequence[int], per_group: int, seed: int = 0):
         self.pools: list[list[torch.Tensor]] = []
@@ -25,17 +28,11 @@ class DomainBalancedSampler(Sampler[int]):
             in_group = groups == g
             self.pools.append([(in_group & (domains == d)).nonzero().flatten() for d in (0, 1)])
             self.pools[-1] = [p for p in self.pools[-1] if len(p)]
-        self.per_group, self.seed, self.epoch = per_group, seed, 0
+        super().__init__(per_group * len(self.pools))
+        self.per_group, self.seed = per_group, seed
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.per_group * len(self.pools)
-
-    def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
+    def order(self, epoch: int) -> list[int]:
+        gen = derived_generator(self.seed, epoch)
         picks = []
         for pools in self.pools:
             shares = [self.per_group // len(pools) + (i < self.per_group % len(pools)) for i in range(len(pools))]
@@ -44,7 +41,7 @@ class DomainBalancedSampler(Sampler[int]):
                 order = torch.cat([pool[torch.randperm(len(pool), generator=gen)] for _ in range(reps)])
                 picks.append(order[:n])
         picks = torch.cat(picks)
-        return iter(picks[torch.randperm(len(picks), generator=gen)].tolist())
+        return picks[torch.randperm(len(picks), generator=gen)].tolist()
 
 
 class _WithOthers(Dataset):
@@ -128,14 +125,10 @@ class BalancedNormalsDataModule(L.LightningDataModule):
             if self.val_set is not None:  # validation outliers are made the same way as training ones
                 self.val_set = _WithOthers(self.val_set, pool, h.seed + 1)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         h = self.hparams
-        return DataLoader(
-            self.train_set,
-            h.batch_size,
-            sampler=self.sampler,
-            num_workers=h.num_workers,
-            collate_fn=collate_with_others,
+        return train_loader(
+            self.train_set, h.batch_size, self.sampler, num_workers=h.num_workers, collate_fn=collate_with_others
         )
 
     def val_dataloader(self) -> DataLoader | list:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from asdzoo.audio.features import stacked_log_mel
+from asdzoo.data.resumable import train_loader
 from asdzoo.data.task2 import Task2Dataset, scan_clips
 
 
@@ -50,7 +52,5 @@ class LogMelFrameDataModule(L.LightningDataModule):
             doms.append(torch.full((len(v),), item["domain"]))
         self.vectors, self.domains = torch.cat(vecs), torch.cat(doms)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            TensorDataset(self.vectors, self.domains), self.batch_size, shuffle=True, num_workers=self.num_workers
-        )
+    def train_dataloader(self) -> StatefulDataLoader:
+        return train_loader(TensorDataset(self.vectors, self.domains), self.batch_size, num_workers=self.num_workers)

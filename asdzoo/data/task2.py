@@ -9,10 +9,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from asdzoo.audio.io import AudioError, audio_info, read_audio
 from asdzoo.data.filenames import ClipName, parse_clip_name
+from asdzoo.data.resumable import WeightedSampler, train_loader
 
 SAMPLE_RATE = 16000
 NEAR, FAR = 0, 1  # channel 0 = near microphone (left), 1 = far microphone (right): contract
@@ -278,19 +280,13 @@ class Task2DataModule(L.LightningDataModule):
         self.setup()
         return len(self.train_set.class_names)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         sampler = None
         if self.target_oversample != 1.0:
             weights = [self.target_oversample if c.domain == "target" else 1.0 for c in self.train_set.clips]
-            sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True)
-        return DataLoader(
-            self.train_set,
-            self.batch_size,
-            shuffle=sampler is None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate_clips,
-            drop_last=False,
+            sampler = WeightedSampler(weights, seed=torch.initial_seed())
+        return train_loader(
+            self.train_set, self.batch_size, sampler, num_workers=self.num_workers, collate_fn=collate_clips
         )
 
     def val_dataloader(self) -> DataLoader | list:

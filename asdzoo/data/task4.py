@@ -1,5 +1,6 @@
-"""DCASE 2026 Task 4 (S5) data: label vectors, the dev-test set, validation scenes rebuilt from ``metadata/valid.json``,
-training scenes mixed on the fly, and the tagger / separator LightningDataModules.
+"""DCASE 2026 Task 4 (S5) data: label vectors, the dev-test set, validation scenes rebuilt from ``metadata/valid.json``
+(asdzoo's scene list or the official list of per-scene SpAudSyn files), training scenes mixed on the fly from rooms
+stored as official SOFA or asdzoo ``.npz`` files, and the tagger / separator LightningDataModules.
 
 Layout, label-vector modes and synthesis settings follow the official baseline (``nttcslab/dcase2026_task4_baseline``,
 ``src/datamodules/dataset.py`` and its configs, and the SpAudSyn synthesizer it copies; summarised in
@@ -13,17 +14,20 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import lightning as L
 import numpy as np
 import soundfile as sf
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from asdzoo.audio.foa import RoomIRs, load_room_irs
 from asdzoo.audio.io import AudioError, audio_info, read_audio
+from asdzoo.data.resumable import ResumableSampler, train_loader
 from asdzoo.data.s5 import LABEL_INDEX, LABELS, MIX_CHANNELS, N_SLOTS, SAMPLE_RATE, SILENCE, TAGGER_CLASSES
 from asdzoo.data.synth_t4 import DIRECT_RANGE_MS, REF_DB, render_scene
 
@@ -231,6 +235,7 @@ class SynthSettings:
 
 
 _FOLDERS = {"foreground": "sound_event", "interference": "interference", "background": "noise"}
+ROOM_FILES = (".npz", ".sofa")  # asdzoo's own rooms, official SOFA rooms (asdzoo.audio.foa.load_room_irs)
 
 
 def _wavs(folder: Path) -> list[Path]:
@@ -276,11 +281,10 @@ class SourcePool:
         if not self.noise:
             raise FileNotFoundError(f"{noise}: no .wav files (4-channel FOA backgrounds)")
         rooms = self.root / "room_ir" / split
-        _require_dir(rooms, "one .npz of FOA impulse responses per room")
-        self.rooms = [p.relative_to(self.root).as_posix() for p in sorted(rooms.glob("*.npz"))]
+        _require_dir(rooms, "one file of FOA impulse responses per room: official .sofa or asdzoo .npz")
+        self.rooms = [p.relative_to(self.root).as_posix() for p in sorted(rooms.iterdir()) if p.suffix in ROOM_FILES]
         if not self.rooms:
-            sofa = " (SOFA files are not read: convert them with asdzoo.audio.foa.save_room_irs)"
-            raise FileNotFoundError(f"{rooms}: no .npz room files{sofa if any(rooms.glob('*.sofa')) else ''}")
+            raise FileNotFoundError(f"{rooms}: no room files ({' or '.join(ROOM_FILES)})")
         self.room_cache: dict[str, RoomIRs] = {}
 
     def _relative(self, path: Path, role: str) -> str:
@@ -307,17 +311,20 @@ class SourcePool:
 
     def room(self, file: str) -> RoomIRs:
         if file not in self.room_cache:
-            path = self.root / file
-            try:
-                room = load_room_irs(path)
-            except (OSError, KeyError, ValueError) as err:
-                raise AudioError(path, f"unreadable room IR file ({err})") from None
-            if room.sr != SAMPLE_RATE:
-                raise AudioError(path, f"room responses at {room.sr} Hz, expected {SAMPLE_RATE} Hz")
-            if room.irs.ndim != 3 or room.irs.shape[1] != MIX_CHANNELS or not np.isfinite(room.irs).all():
-                raise AudioError(path, f"expected finite FOA responses [positions, 4, L], got {room.irs.shape}")
-            self.room_cache[file] = room
+            self.room_cache[file] = checked_room(self.root / file)
         return self.room_cache[file]
+
+
+def checked_room(path: Path) -> RoomIRs:
+    """A room file fit for the scenes (32 kHz, 4 channels); every fault names the file. A SOFA room's responses are
+    read when used, and a non-finite one is named then."""
+    room = load_room_irs(path)
+    if room.sr != SAMPLE_RATE:
+        raise AudioError(path, f"room responses at {room.sr} Hz, expected {SAMPLE_RATE} Hz")
+    shape = tuple(room.irs.shape)
+    if len(shape) != 3 or shape[1] != MIX_CHANNELS:
+        raise AudioError(path, f"expected {MIX_CHANNELS}-channel FOA responses [positions, 4, samples], got {shape}")
+    return room
 
 
 def unit_vectors(directions: np.ndarray) -> np.ndarray:
@@ -480,22 +487,13 @@ class GeneratedSet(Dataset):
         return scene_item(self.scene(index, epoch), self.pool.root, self.pool.room_cache)
 
 
-class EpochSampler(Sampler[int]):
-    """Keys ``epoch * length + i`` for a :class:`GeneratedSet`: the epoch travels with each key, so workers (persistent
-    or not) need no shared state. Lightning calls ``set_epoch`` before every epoch."""
+class EpochSampler(ResumableSampler):
+    """Keys ``epoch * size + i`` for a :class:`GeneratedSet` of ``size`` scenes: the epoch travels with each key, so
+    workers (persistent or not) need no shared state. Lightning calls ``set_epoch`` before every epoch; a run resumed
+    mid-epoch continues the interrupted one (:class:`ResumableSampler`)."""
 
-    def __init__(self, length: int):
-        self.length = length
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(range(self.epoch * self.length, (self.epoch + 1) * self.length))
-
-    def __len__(self) -> int:
-        return self.length
+    def order(self, epoch: int) -> list[int]:
+        return list(range(epoch * self.size, (epoch + 1) * self.size))
 
 
 def check_scene_files(scene: dict, root: Path) -> None:
@@ -516,30 +514,144 @@ def check_scene_files(scene: dict, root: Path) -> None:
         raise FileNotFoundError(f"{root / scene['room']['file']}: room IR file of scene {scene['name']} not found")
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The official metadata/valid.json: a list of {"metadata_path": ...}, each a per-scene SpAudSyn metadata file
+
+SCENE_KEYS = {"name", "config", "room", "fg_events", "int_events", "bg_events"}  # asdzoo.data.synth_t4's schema
+_DATA_FOLDERS = (*_FOLDERS.values(), "room_ir")
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing {what}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def _under_root(path: str, source: Path) -> str:
+    """A path of an official metadata file relative to the data root. The files name paths from the baseline's working
+    directory (``data/dev_set/room_ir/train/place203.sofa`` in SpAudSyn's ``example/metadata.json``); assumed: the
+    part from the first data folder (sound_event, interference, noise, room_ir) on is the path under the root."""
+    parts = PurePosixPath(path).parts
+    for i, part in enumerate(parts):
+        if part in _DATA_FOLDERS:
+            return "/".join(parts[i:])
+    raise ValueError(f"{source}: path {path!r} is in none of the data folders {', '.join(_DATA_FOLDERS)}")
+
+
+def _spaudsyn_event(event: dict, positions: np.ndarray, sr: int, source: Path) -> dict:
+    """A target or interferer with its segment in exact samples and the room measurement at its position."""
+    point = np.asarray(event["event_position"], dtype=float)
+    if point.shape != (1, 3):
+        raise ValueError(f"{source}: {event['source_file']} at {event['event_position']}: not one static [[x, y, z]]")
+    found = np.flatnonzero(np.isclose(positions, point, atol=1e-6).all(axis=1))
+    if found.size != 1:
+        raise ValueError(
+            f"{source}: position {point[0].tolist()} of {event['source_file']} matches {found.size} of the room's "
+            f"{len(positions)} SourcePositions, expected 1"
+        )
+    if event["role"] == "foreground" and event["label"] not in LABELS:
+        raise ValueError(f"{source}: target {event['source_file']} has label {event['label']!r}, not a Task 4 class")
+    start, count = int(event["source_time"] * sr), int(event["event_duration"] * sr)
+    return {**event, "source_time": _seconds(start), "event_duration": _seconds(count), "rir_index": int(found[0])}
+
+
+def _spaudsyn_background(event: dict, sr: int, source: Path) -> dict:
+    if event["source_time"] is None:
+        raise ValueError(
+            f"{source}: background {event['source_file']} has source_time null (SpAudSyn then repeats a file shorter "
+            "than the scene), which is not supported"
+        )
+    return {**event, "source_time": _seconds(int(event["source_time"] * sr))}
+
+
+def scene_from_spaudsyn(metadata: dict, name: str, room_of: Callable[[str], RoomIRs], source: Path) -> dict:
+    """One official validation scene, a per-scene SpAudSyn metadata file (``source``), in asdzoo's scene schema, so
+    that :func:`render_scene` rebuilds it as the baseline does (``DatasetS3._get_item_metadata``:
+    ``SpAudSyn.from_metadata(path)`` then ``synthesize``). ``room_of(file)`` opens a room file under the root.
+
+    Taken from the sources (``nttcslab/SpAudSyn`` ``src/spatial_audio_synthesizer.py``, ``src/room.py``,
+    ``example/metadata.json``; ``nttcslab/dcase2026_task4_baseline`` ``src/datamodules/dataset.py``): the keys
+    ``config`` {duration, sr, ref_db, foreground_dir, interference_dir, background_dir}, ``room`` {main
+    "SofaRoom.from_metadata", args.metadata {sofa_path, direct_range_ms}} and ``fg_events`` / ``int_events`` /
+    ``bg_events`` of {label, source_file (relative to its folder), source_time, event_time, event_duration,
+    event_position [[x, y, z]], snr, role}; targets and interferers are mixed sorted by ``event_time``, which also
+    orders the labels (no shuffling in ``mode: metadata``); an event's RIR is the room measurement whose
+    ``SourcePosition`` is ``np.isclose(..., atol=1e-6)`` to its position; segments are read by ``librosa.load`` with
+    ``offset`` / ``duration``, i.e. from sample ``int(source_time * sr)`` for ``int(event_duration * sr)`` samples
+    (librosa 0.11 ``__soundfile_load``), which the times written here reproduce exactly.
+
+    Assumed or left out: paths are rebased onto the root (:func:`_under_root`); a background with ``source_time``
+    null, moving sources and rooms other than ``SofaRoom`` are refused with the file named; sources are read as
+    float64 (librosa gives float32: differences ~1e-7 relative), a file at another rate is refused rather than
+    resampled, and an all-zero segment fails as non-finite where SpAudSyn would add silence.
+    """
+    try:
+        conf, room = metadata["config"], metadata["room"]
+        if not str(room["main"]).endswith("SofaRoom.from_metadata"):
+            raise ValueError(f"{source}: room {room['main']!r}: only SpAudSyn's SofaRoom rooms are read")
+        room_file = _under_root(room["args"]["metadata"]["sofa_path"], source)
+        sr = conf["sr"]
+        folders = ("foreground_dir", "interference_dir", "background_dir")
+        config = {"duration": conf["duration"], "sr": sr, "ref_db": conf["ref_db"]}
+        config |= {"direct_range_ms": list(room["args"]["metadata"]["direct_range_ms"])}
+        config |= {key: _under_root(conf[key], source) for key in folders if conf.get(key)}
+        positions = room_of(room_file).positions
+        if positions is None:
+            raise ValueError(f"{source}: room {room_file} has no SourcePosition to find event positions in (use .sofa)")
+        by_onset = {role: sorted(metadata[f"{role}_events"], key=lambda e: e["event_time"]) for role in ("fg", "int")}
+        return {
+            "name": name,
+            "config": config,
+            "room": {"file": room_file},
+            "fg_events": [_spaudsyn_event(e, positions, sr, source) for e in by_onset["fg"]],
+            "int_events": [_spaudsyn_event(e, positions, sr, source) for e in by_onset["int"]],
+            "bg_events": [_spaudsyn_background(e, sr, source) for e in metadata["bg_events"]],
+        }
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{source}: not SpAudSyn scene metadata ({type(err).__name__}: {err})") from None
+
+
 class ValidationSet(Dataset):
     """The scenes of ``metadata/valid.json`` (official ``mode: metadata``), rendered from the files they name.
 
-    The file is the scene list that ``asdzoo.data.synth_t4`` writes; the official set's list of per-scene SpAudSyn
-    metadata files (with SOFA rooms) is not read."""
+    The file is either the scene list that ``asdzoo.data.synth_t4`` writes or, as in the official dev set, a list of
+    ``{"metadata_path": ...}`` entries, each a per-scene SpAudSyn metadata file relative to ``metadata/`` (baseline
+    ``dataset.py``), converted by :func:`scene_from_spaudsyn` and named ``soundscape_<NNNN>`` as the baseline names
+    them. Every file the scenes name is checked, and every room opened, here."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         path = self.root / VALID_METADATA
-        try:
-            scenes = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: missing validation metadata") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        keys = {"name", "config", "room", "fg_events", "int_events", "bg_events"}
-        if not isinstance(scenes, list) or not all(isinstance(s, dict) and keys <= s.keys() for s in scenes):
-            raise ValueError(f"{path}: expected a list of scenes with keys {sorted(keys)} (asdzoo.data.synth_t4)")
-        if not scenes:
-            raise ValueError(f"{path}: no scenes")
+        entries = _read_json(path, "validation metadata")
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"{path}: expected a non-empty list of scenes")
+        self.rooms: dict[str, RoomIRs] = {}
+        if all(isinstance(e, dict) and "metadata_path" in e for e in entries):
+            files = [path.parent / e["metadata_path"] for e in entries]
+            scenes = [
+                scene_from_spaudsyn(_read_json(file, "SpAudSyn scene metadata"), f"soundscape_{i:04d}", self.room, file)
+                for i, file in enumerate(files)
+            ]
+        elif all(isinstance(s, dict) and s.keys() >= SCENE_KEYS for s in entries):
+            scenes = entries
+        else:
+            raise ValueError(
+                f"{path}: expected a list of scenes with keys {sorted(SCENE_KEYS)} (asdzoo.data.synth_t4) or of "
+                '{"metadata_path": ...} entries (the official list of SpAudSyn metadata files)'
+            )
         for scene in scenes:
             check_scene_files(scene, self.root)
+            self.room(scene["room"]["file"])
         self.scenes = scenes
-        self.rooms: dict = {}
+
+    def room(self, file: str) -> RoomIRs:
+        """A room file of the scenes (relative to the root), opened and checked once."""
+        if file not in self.rooms:
+            self.rooms[file] = checked_room(self.root / file)
+        return self.rooms[file]
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -613,13 +725,16 @@ class Task4DataModule(L.LightningDataModule):
         if stage in (None, "test", "predict") and self.test_set is None and (root / DEV_TEST).is_dir():
             self.test_set = DevTestSet(root / DEV_TEST)
 
-    def _loader(self, dataset: Dataset | None, **kwargs) -> DataLoader | list:
+    def _loader(self, dataset: Dataset | None) -> DataLoader | list:
         if dataset is None:
             return []
-        return DataLoader(dataset, self.batch_size, num_workers=self.num_workers, collate_fn=collate_scenes, **kwargs)
+        return DataLoader(dataset, self.batch_size, num_workers=self.num_workers, collate_fn=collate_scenes)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, sampler=EpochSampler(len(self.train_set)))
+    def train_dataloader(self) -> StatefulDataLoader:
+        sampler = EpochSampler(len(self.train_set))
+        return train_loader(
+            self.train_set, self.batch_size, sampler, num_workers=self.num_workers, collate_fn=collate_scenes
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set)
