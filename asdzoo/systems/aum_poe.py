@@ -181,6 +181,7 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
         scoring: str = "knn",
         knn_k: int = 1,
         knn_backend: str = "domain_z",
+        knn_index: str = "flat",
         segment_seconds: float = 10.0,
         finetune_in_fit: bool = True,
         fit_epochs: int = 100,
@@ -216,7 +217,7 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
         self.register_buffer("score_centre", torch.zeros(embed_dim))
         self.outlier_mix = PseudoOutlierMix(outliers or {"spectral": 1.0}, seed)
         self.segment = int(segment_seconds * SAMPLE_RATE)
-        self.backend_cfg = BackendConfig(metric="cosine", k=knn_k, backend=knn_backend)
+        self.backend_cfg = BackendConfig(metric="cosine", k=knn_k, backend=knn_backend, index=knn_index)
         self._freeze_backbone(unfreeze_blocks)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 

@@ -91,6 +91,7 @@ class _DistillBase(CapturesInit, BankDetector, L.LightningModule):
         lr: float = 1e-4,
         segment_seconds: float = 12.0,
         score_norm: str = "domain_z",
+        knn_index: str = "flat",
         warn_random_init: bool = True,
     ):
         super().__init__()
@@ -98,7 +99,7 @@ class _DistillBase(CapturesInit, BankDetector, L.LightningModule):
         self.encoder = lora_beats(beats, beats_checkpoint, fbank_window, lora_rank, lora_alpha, warn_random_init)
         self.head = EmbeddingHead(self.beats.embed_dim, asp_hidden, embed_dim)
         self.classifier = SubClusterAdaCos(embed_dim, num_classes, sub_centers) if num_classes else None
-        self.backend_cfg = BackendConfig(metric="cosine", k=1, backend=score_norm)
+        self.backend_cfg = BackendConfig(metric="cosine", k=1, backend=score_norm, index=knn_index)
         self.segment = int(segment_seconds * SAMPLE_RATE)
 
     @property
