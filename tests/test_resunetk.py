@@ -108,7 +108,20 @@ def test_default_model_has_the_official_state_dict_and_size(manifest):
     kernels = sum(v.numel() for k, v in state.items() if k.startswith(("base.stft.", "base.istft.conv")))
     assert kernels == KERNEL_ELEMENTS
     assert trainable + kernels == OFFICIAL_PARAMETERS
-    assert all(p.requires_grad for p in model.parameters())
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    unused = {f"base.decoder_block{i}.bn2.{w}" for i in range(1, 7) for w in ("weight", "bias")}
+    unused |= {f"film.decoder_block{i}->beta2.{w}" for i in range(1, 7) for w in ("weight", "bias")}
+    assert frozen == unused  # the official model's unused parameters, frozen for DDP
+
+
+def test_the_frozen_parameters_are_the_ones_no_gradient_reaches():
+    model = ResUNetK(width=0.0625).requires_grad_(True)
+    labels = torch.zeros(2, 54)
+    labels[:, [0, 19, 38]] = 1
+    model(torch.randn(2, 4, 8000), labels)["waveform"].square().mean().backward()
+    assert {n for n, p in model.named_parameters() if p.grad is None} == {
+        n for n, p in ResUNetK(width=0.0625).named_parameters() if not p.requires_grad
+    }
 
 
 # -- numbers against the official run --------------------------------------------------------------------------

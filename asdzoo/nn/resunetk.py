@@ -143,7 +143,9 @@ class EncoderBlock(nn.Module):
 
 class DecoderBlock(nn.Module):
     """Transposed conv (kernel = stride = upsampling factor) of the activated input, concatenated with the skip,
-    then a residual block. ``bn2`` and its FiLM ``beta2`` exist in the official model but are never used."""
+    then a residual block. ``bn2`` and its FiLM ``beta2`` exist in the official model but are never used: they are
+    kept for the official key layout and frozen (no gradient reaches them either way; DDP refuses trainable
+    parameters that get none)."""
 
     def __init__(self, c_in: int, c_out: int, up: tuple[int, int], name: str):
         super().__init__()
@@ -151,7 +153,8 @@ class DecoderBlock(nn.Module):
         self.conv1 = nn.ConvTranspose2d(c_in, c_out, kernel_size=up, stride=up, bias=False)
         self.bn1 = nn.BatchNorm2d(c_in, momentum=BN_MOMENTUM)
         self.conv_block2 = ConvBlockRes(2 * c_out, c_out, f"{name}->conv_block2")
-        self.bn2 = nn.BatchNorm2d(c_in, momentum=BN_MOMENTUM)
+        self.bn2 = nn.BatchNorm2d(c_in, momentum=BN_MOMENTUM).requires_grad_(False)
+        self.unused_film = f"{name}->beta2"
 
     def film_widths(self) -> dict[str, int]:
         return {f"{self.film_name}->beta1": self.bn1.num_features, f"{self.film_name}->beta2": self.bn2.num_features}
@@ -284,6 +287,9 @@ class ResUNetK(nn.Module):
             nn.ReLU(),
         )
         self.film = nn.ModuleDict({name: nn.Linear(cond, c) for name, c in self.base.film_widths().items()})
+        for block in self.base.modules():
+            if isinstance(block, DecoderBlock):
+                self.film[block.unused_film].requires_grad_(False)
 
     def forward(self, mixture: torch.Tensor, label_vector: torch.Tensor) -> dict[str, torch.Tensor]:
         condition = self.label_embedding(label_vector)

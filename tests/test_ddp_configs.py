@@ -1,0 +1,146 @@
+"""Every training system under Lightning's DDP on CPU (issue 16): its shipped config, made tiny, runs through
+``train_cli.py fit`` in 2 gloo processes and in 1, and
+
+- both processes hold the same value of every validation metric (what checkpointing and early stopping watch:
+  gathered or ``sync_dist``-averaged, never one process's shard), and
+- the 2-process run's metrics match the 1-process run at twice the batch within a stated tolerance.
+
+Measured |1 process − 2 processes| (2 cores, torch 2.13; tolerances about twice these): aum stage 1 train loss 0
+(no per-process draws), stage 2 val AUC 0.031 (1/32 of its 16 + 16 clips) and train loss 0.063 (pseudo-outliers);
+multistream val spread 3e-5, train loss 0.027; BEATs pre-training 0.0085, teacher 0.024, student 0.0095; Task 4 val
+loss 0.0016-0.010 and train loss 0.044-0.114 (random crops drawn per process).
+
+One config per system class; the configs not run (multistream's other encoders, the 4c and stage-2 variants) differ
+from these in arguments only. Both runs use the DDP strategy (``devices 1`` for the single one) so that they draw the
+same ``DistributedSampler`` order (see test_ddp.py). What is left to differ: random draws made per process
+(augmentations, pseudo-outliers, token masks: other streams of numbers), BatchNorm statistics per process, and
+float32 summation order. The exact part — batch statistics gathered across processes — is checked in isolation in
+test_distributed.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import TINY_BEATS
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_M2D = ["--model.m2d", json.dumps(dict(embed_dim=64, depth=2, num_heads=4))]
+TINY_M2D += ["--model.track_in", "64", "--model.track_hidden", "32"]
+QWEN = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, max_source_positions=100)
+TINY_DISTILL = [f"--model.{k}={v}" for k, v in dict(lora_rank=4, lora_alpha=4, embed_dim=32, asp_hidden=16).items()]
+TINY_DISTILL += ["--model.sub_centers=2", "--model.beats", json.dumps(TINY_BEATS), "--model.segment_seconds", "2"]
+
+
+class RecordMetrics(L.Callback):
+    """Writes each process's metrics at the end of fit to ``metrics_rank<r>.json`` in the working directory, with
+    ``train_loss``: the last epoch's mean training loss over every process's steps (the logged ``train/*`` values
+    are one process's last step)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(loss.detach().float())
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.train_loss = float(trainer.strategy.reduce(torch.stack(self.losses).mean(), reduce_op="mean"))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics["train_loss"] = self.train_loss
+        Path(f"metrics_rank{trainer.global_rank}.json").write_text(json.dumps(metrics))
+
+
+def fit(run_dir: Path, config: str, processes: int, batch: int, *overrides: str) -> list[dict[str, float]]:
+    """``train_cli.py fit`` of ``asdzoo/configs/<config>.yaml`` under DDP on ``processes`` CPU processes at batch
+    ``batch // processes``, 2 epochs; every process's final metrics."""
+    run_dir.mkdir(parents=True)
+    args = [sys.executable, str(REPO / "train_cli.py"), "fit", "--config", str(REPO / f"asdzoo/configs/{config}.yaml")]
+    args += ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", str(processes)]
+    args += ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
+    args += ["--trainer.callbacks+=test_ddp_configs.RecordMetrics", "--data.batch_size", str(batch // processes)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*args, *overrides], cwd=run_dir, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((run_dir / f"metrics_rank{r}.json").read_text()) for r in range(processes)]
+
+
+def compare(tmp_path: Path, config: str, batch: int, overrides: list[str], tolerances: dict[str, float]) -> Path:
+    """Runs ``config`` in 1 and 2 processes, checks the two points of the module docstring for every metric named
+    in ``tolerances`` (absolute), prints the differences; returns the 1-process run's folder."""
+    one = fit(tmp_path / "one", config, 1, batch, *overrides)[0]
+    two = fit(tmp_path / "two", config, 2, batch, *overrides)
+    validation = [k for k in two[0] if k.startswith("val/")]
+    assert {k: two[0][k] for k in validation} == {k: two[1][k] for k in validation}, "processes disagree"
+    for name, tol in tolerances.items():
+        print(f"{config}: {name} 1 process {one[name]:.5g}, 2 processes {two[0][name]:.5g}")
+        assert abs(one[name] - two[0][name]) <= tol, (name, one[name], two[0][name])
+    return tmp_path / "one"
+
+
+# -- Task 2 -------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def aum_stage1(synth_root, tmp_path_factory) -> Path:
+    """aum_poe_stage1 (machine-type cross-entropy) under DDP; its 1-process backbone feeds stage 2."""
+    aum = json.dumps(dict(spectrogram_size=(128, 320), embed_dim=32, depth=4, d_state=8, unshuffle=4))
+    overrides = ["--data.root", str(synth_root), "--data.segment_seconds", "3", "--model.aum", aum]
+    overrides += ["--trainer.accumulate_grad_batches", "1", "--trainer.limit_train_batches", "4"]
+    run = compare(tmp_path_factory.mktemp("ddp_aum1"), "aum_poe_stage1", 16, overrides, {"train_loss": 0.01})
+    return run / "runs/aum_poe/stage1/model"
+
+
+def test_aum_poe_stage2_manual_optimisation_runs_under_ddp(aum_stage1, synth_root, tmp_path):
+    """Two optimizers, gradient reversal, the moving-average centre and the validation AUC (gathered)."""
+    overrides = ["--data.root", str(synth_root), "--data.segment_seconds", "3", "--data.clips_per_machine", "16"]
+    overrides += ["--model.backbone", str(aum_stage1), "--model.head_hidden", "32", "--model.embed_dim", "16"]
+    compare(tmp_path, "aum_poe_generalized", 16, overrides, {"val/auc": 0.1, "train_loss": 0.15})
+
+
+def test_multistream_contrastive_stream_runs_under_ddp(pretrained_beats, synth_root, tmp_path):
+    """NT-Xent with every process's clips as negatives; the validation spread over all held-out clips."""
+    overrides = ["--data.root", str(synth_root), "--data.segment_seconds", "3", "--data.val_fraction", "0.25"]
+    overrides += ["--model.checkpoint", str(pretrained_beats), "--model.lora_blocks", "2", "--model.embed_dim", "16"]
+    compare(tmp_path, "multistream_beats_r16", 16, overrides, {"val/spread": 0.01, "train_loss": 0.1})
+
+
+def test_beats_pretraining_and_distillation_run_under_ddp(synth_root, pseudo_clean, tmp_path):
+    """BEATs pre-training, the teacher (AdaCos' scale from the whole batch) and the student on that teacher."""
+    data = ["--data.root", str(synth_root), "--data.segment_seconds", "2", "--trainer.limit_train_batches", "4"]
+    beats = ["--model.beats", json.dumps(TINY_BEATS)]
+    compare(tmp_path / "pretrain", "beats_pretrain", 8, [*data, *beats], {"train_loss": 0.05})
+    data += ["--data.pseudo_clean_root", pseudo_clean]
+    teacher = compare(tmp_path / "teacher", "beats_distill_teacher", 8, [*data, *TINY_DISTILL], {"train_loss": 0.05})
+    student = [*data, *TINY_DISTILL, "--model.teacher", str(teacher / "runs/beats_distill/teacher/model")]
+    compare(tmp_path / "student", "beats_distill_student", 8, student, {"train_loss": 0.05})
+
+
+# -- Task 4 -------------------------------------------------------------------------------------------------------
+T4_DATA = ["--data.num_workers", "0", "--data.dataset_length", "8", "--data.segment_seconds", "1.0"]
+T4_DATA += ["--trainer.limit_val_batches", "2"]
+
+
+@pytest.mark.parametrize(
+    "config, extra",
+    [
+        ("s5_tagger", TINY_M2D),
+        ("s5_separator", ["--model.width", "0.0625"]),
+        ("s5_m2d_sd_1c", [*TINY_M2D, "--model.init_from", "null", "--model.aux_blocks", "[1, 2]"]),
+        ("s5_m2d_qwen_1c", [*TINY_M2D, "--model.init_from", "null", "--model.teacher", json.dumps(QWEN)]),
+    ],
+)
+def test_task4_systems_run_under_ddp(config, extra, t4_root, tmp_path):
+    """The tagger, the separator (BatchNorm per process), masked self-distillation (EMA teacher) and the Qwen
+    distillation (frozen teacher): the validation loss, averaged over the processes' scenes."""
+    overrides = ["--data.root", str(t4_root), *T4_DATA, *extra, "--trainer.accumulate_grad_batches", "1"]
+    if "qwen" in config:
+        overrides += ["--model.teacher_dim", "64"]
+    compare(tmp_path, config, 4, overrides, {"val/loss": 0.05, "train_loss": 0.25})
