@@ -16,7 +16,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from asdzoo.audio.foa import foa_gains, load_room_irs
+from asdzoo.audio.foa import foa_gains
+from asdzoo.audio.rooms import load_room
 from asdzoo.data.s5 import SILENCE
 from asdzoo.data.task4 import GeneratedSet, SourcePool, SynthSettings, ValidationSet
 
@@ -84,7 +85,7 @@ def impulses():
 )
 def test_impulses_come_back_in_their_channel_at_their_sample(tmp_path, dims):
     write_sofa(tmp_path / "hall.sofa", impulses(), SOURCES, dims=dims)
-    room = load_room_irs(tmp_path / "hall.sofa")
+    room = load_room(tmp_path / "hall.sofa")
     assert (room.room, room.sr, room.irs.shape, len(room.irs)) == ("hall", SR, (3, 4, 32), 3)
     for p in range(3):
         assert np.array_equal(room.irs[p], impulses()[p])
@@ -96,10 +97,10 @@ def test_impulses_come_back_in_their_channel_at_their_sample(tmp_path, dims):
 def test_positions_in_radians_and_cartesian(tmp_path):
     radians = [(np.deg2rad(az), np.deg2rad(el), r) for az, el, r in SOURCES]
     write_sofa(tmp_path / "rad.sofa", impulses(), radians, units="rad, rad, metre")
-    np.testing.assert_allclose(load_room_irs(tmp_path / "rad.sofa").directions, [s[:2] for s in SOURCES], atol=1e-12)
+    np.testing.assert_allclose(load_room(tmp_path / "rad.sofa").directions, [s[:2] for s in SOURCES], atol=1e-12)
     points = [[1.0, 1.0, 0.0], [0.0, -2.0, 2.0], [-3.0, 0.0, 0.0]]
     write_sofa(tmp_path / "xyz.sofa", impulses(), points, kind="cartesian", units="metre")
-    room = load_room_irs(tmp_path / "xyz.sofa")
+    room = load_room(tmp_path / "xyz.sofa")
     np.testing.assert_allclose(room.directions, [[45.0, 0.0], [-90.0, 45.0], [180.0, 0.0]], atol=1e-12)
     assert np.array_equal(room.positions, points)  # stored as they are: what SpAudSyn metadata names
 
@@ -114,7 +115,7 @@ def test_directions_are_seen_from_the_listener_and_its_view(tmp_path):
     }
     points = [[1.0, 2.0, 0.0], [3.0, 0.0, 0.0], [1.0, 1.0, -1.0]]
     write_sofa(tmp_path / "turned.sofa", impulses(), points, kind="cartesian", units="metre", extra=listener)
-    room = load_room_irs(tmp_path / "turned.sofa")
+    room = load_room(tmp_path / "turned.sofa")
     np.testing.assert_allclose(room.directions, [[0.0, 0.0], [-90.0, 0.0], [0.0, -45.0]], atol=1e-12)
     assert np.array_equal(room.positions, points)
 
@@ -134,7 +135,7 @@ def sofa_copy(npz_root, destination):
     """The same tree with every .npz room stored as SOFA instead (positions spherical at 1.5 m)."""
     shutil.copytree(npz_root, destination)
     for npz in sorted((destination / "room_ir" / "train").glob("*.npz")):
-        room = load_room_irs(npz)
+        room = load_room(npz)
         sources = np.column_stack([room.directions, np.full(len(room.directions), 1.5)])
         write_sofa(npz.with_suffix(".sofa"), room.irs, sources)
         npz.unlink()
@@ -211,7 +212,7 @@ def test_other_ir_layouts_are_refused(tmp_path):
     with pytest.raises(
         ValueError, match=re.escape("turned.sofa: Data.IR of shape (4, 3, 32) with axes ('R', 'M', 'N')")
     ):
-        load_room_irs(tmp_path / "turned.sofa")
+        load_room(tmp_path / "turned.sofa")
     with h5py.File(tmp_path / "two.sofa", "w") as f:  # M, R, E, N with two emitters
         for name, size in {"M": 2, "R": 4, "E": 2, "N": 16}.items():
             f.create_dataset(name, (size,), "f4").make_scale(name)
@@ -219,7 +220,7 @@ def test_other_ir_layouts_are_refused(tmp_path):
         for axis, dim in enumerate("MREN"):
             data.dims[axis].attach_scale(f[dim])
     with pytest.raises(ValueError, match=re.escape("two.sofa: 2 emitters per measurement")):
-        load_room_irs(tmp_path / "two.sofa")
+        load_room(tmp_path / "two.sofa")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from asdzoo.data.s5 import FOA_CHANNELS, SAMPLE_RATE
-
-if TYPE_CHECKING:
-    from asdzoo.audio.sofa import SofaIRs
 
 SPEED_OF_SOUND = 343.0  # m/s, pyroomacoustics' default (``pra.constants.get("c")``)
 
@@ -172,7 +169,8 @@ def diffuse_foa_noise(
 class RoomIRs:
     """FOA impulse responses of one room measured (or simulated) at many source positions around one array."""
 
-    irs: np.ndarray | SofaIRs  # [positions, 4, L], channels FOA_CHANNELS; a SOFA room's is read one position at a time
+    # [positions, 4, L], channels FOA_CHANNELS; a SOFA room's (asdzoo.audio.sofa.SofaIRs) reads one position at a time
+    irs: np.ndarray | Sequence[np.ndarray]
     directions: np.ndarray  # [positions, 2] azimuth, elevation in degrees, convention of this module
     sr: int
     room: str
@@ -181,7 +179,7 @@ class RoomIRs:
 
 # One file per room, many source positions: asdzoo's own ``.npz`` (written here for the built-in data, directions as
 # azimuth/elevation) or an official SOFA file (``room_ir/<split>/<place>.sofa``), read by :mod:`asdzoo.audio.sofa`,
-# which cites the facts it follows.
+# which cites the facts it follows; :func:`asdzoo.audio.rooms.load_room` reads either.
 def save_room_irs(path: str | os.PathLike, irs: np.ndarray, directions: np.ndarray, sr: int) -> None:
     """Write one room's responses ``irs [P, 4, L]`` and source ``directions [P, 2]`` (az, el deg) to ``path`` (.npz),
     atomically; the room name is the file's stem."""
@@ -196,12 +194,7 @@ def save_room_irs(path: str | os.PathLike, irs: np.ndarray, directions: np.ndarr
 
 
 def load_room_irs(path: str | os.PathLike) -> RoomIRs:
-    """Read a room file: ``.sofa`` (official) or a file written by :func:`save_room_irs`; any fault is a ValueError
-    naming the file."""
-    if Path(path).suffix.lower() == ".sofa":
-        from asdzoo.audio.sofa import read_sofa_room  # h5py only when a SOFA room is read
-
-        return read_sofa_room(path)
+    """Read a file written by :func:`save_room_irs`; any fault is a ValueError naming the file."""
     try:
         with np.load(path, allow_pickle=False) as data:
             channels = tuple(str(c) for c in data["channels"])

@@ -25,8 +25,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from asdzoo.audio.foa import RoomIRs, load_room_irs
+from asdzoo.audio.foa import RoomIRs
 from asdzoo.audio.io import AudioError, audio_info, read_audio
+from asdzoo.audio.rooms import ROOM_FILES, load_room
 from asdzoo.data.resumable import ResumableSampler, train_loader
 from asdzoo.data.s5 import LABEL_INDEX, LABELS, MIX_CHANNELS, N_SLOTS, SAMPLE_RATE, SILENCE, TAGGER_CLASSES
 from asdzoo.data.synth_t4 import DIRECT_RANGE_MS, REF_DB, render_scene
@@ -235,7 +236,6 @@ class SynthSettings:
 
 
 _FOLDERS = {"foreground": "sound_event", "interference": "interference", "background": "noise"}
-ROOM_FILES = (".npz", ".sofa")  # asdzoo's own rooms, official SOFA rooms (asdzoo.audio.foa.load_room_irs)
 
 
 def _wavs(folder: Path) -> list[Path]:
@@ -318,7 +318,7 @@ class SourcePool:
 def checked_room(path: Path) -> RoomIRs:
     """A room file fit for the scenes (32 kHz, 4 channels); every fault names the file. A SOFA room's responses are
     read when used, and a non-finite one is named then."""
-    room = load_room_irs(path)
+    room = load_room(path)
     if room.sr != SAMPLE_RATE:
         raise AudioError(path, f"room responses at {room.sr} Hz, expected {SAMPLE_RATE} Hz")
     shape = tuple(room.irs.shape)
