@@ -57,6 +57,14 @@ class _WithOthers(Dataset):
         j = int(torch.randint(len(self.others), (), generator=self.gen))
         return self.base[i] | {"other_wave": self.others[j]["wave"]}
 
+    def state_dict(self) -> dict:
+        """The draws' generator: a ``StatefulDataLoader`` checkpoints it with its sampler, so a resumed run draws
+        the uninterrupted run's outlier clips (in the loading process, i.e. with ``num_workers`` 0)."""
+        return {"generator": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["generator"])
+
 
 def collate_with_others(items: list[dict]) -> dict:
     batch = collate_clips(items)
