@@ -84,6 +84,11 @@ MARKS: dict[str, Mark] = {
     "s5 tagger: source-level accuracy on validation scenes": Mark((0.2923, 0.2200, 0.1972, 0.2239), chance=0.09),
     "s5 tagger: accuracy gain over untrained": Mark((0.2049, 0.1830, 0.1706, 0.1230), chance=0.0),
     "s5 separator: SNRi gain over untrained (dB)": Mark((1.0171, 1.2497, 1.6012, 0.8353), chance=0.0, margin=0.3),
+    # the 4-channel tagger (M2dAtSpatial) fitting 32 fixed training scenes, 15 epochs; chance = untrained (0.027-0.038)
+    "s5 4c tagger: source-level accuracy on its training scenes": Mark((0.8148, 0.9259, 0.9149, 0.8644), chance=0.04),
+    "s5 4c tagger: PIT loss after / before": Mark(
+        (0.1028, 0.1285, 0.0442, 0.1284), chance=RATIO, higher_is_better=False
+    ),
     # paper 003's distillation taggers vs the plain tagger, 300 steps each (tests/test_s5_distill.py); chance for the
     # differences = an untrained tagger minus the trained baseline (measured: -0.045, -0.163, -0.199, -0.139)
     "s5 qwen: 1 - CKA last / first epoch": Mark((0.8270, 0.8054, 0.7824, 0.7509), chance=RATIO, higher_is_better=False),
