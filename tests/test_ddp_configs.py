@@ -10,11 +10,12 @@ Measured |1 process − 2 processes| (2 cores, torch 2.13; tolerances about twic
 multistream val spread 3e-5, train loss 0.027; BEATs pre-training 0.0085, teacher 0.024, student 0.0095; Task 4 val
 loss 0.0016-0.010 and train loss 0.044-0.114 (random crops drawn per process).
 
-One config per system class; the configs not run (multistream's other encoders, the 4c and stage-2 variants) differ
-from these in arguments only. Both runs use the DDP strategy (``devices 1`` for the single one) so that they draw the
-same ``DistributedSampler`` order (see test_ddp.py). What is left to differ: random draws made per process
-(augmentations, pseudo-outliers, token masks: other streams of numbers), BatchNorm statistics per process, and
-float32 summation order. The exact part — batch statistics gathered across processes — is checked in isolation in
+One config per system class (BEATs pre-training was measured once: see the distillation test); the configs not
+run (multistream's other encoders, the 4c and stage-2 variants) differ from these in arguments only. Both runs use
+the DDP strategy (``devices 1`` for the single one) so that nothing but the process count differs; asdzoo's samplers
+shard one seeded order (see test_ddp.py). What is left to differ: random draws made per process (augmentations,
+pseudo-outliers, token masks, crops: other streams of numbers), BatchNorm statistics per process, and float32
+summation order. The exact part — batch statistics gathered across processes — is checked in isolation in
 test_distributed.py."""
 
 from __future__ import annotations
@@ -112,11 +113,10 @@ def test_multistream_contrastive_stream_runs_under_ddp(pretrained_beats, synth_r
     compare(tmp_path, "multistream_beats_r16", 16, overrides, {"val/spread": 0.01, "train_loss": 0.1})
 
 
-def test_beats_pretraining_and_distillation_run_under_ddp(synth_root, pseudo_clean, tmp_path):
-    """BEATs pre-training, the teacher (AdaCos' scale from the whole batch) and the student on that teacher."""
+def test_beats_distillation_runs_under_ddp(synth_root, pseudo_clean, tmp_path):
+    """The teacher (AdaCos' scale from the whole batch) and the student on that teacher. (BEATs pre-training, whose
+    loss is a mean over clips with nothing shared between them, was checked the same way once: 0.0085 apart.)"""
     data = ["--data.root", str(synth_root), "--data.segment_seconds", "2", "--trainer.limit_train_batches", "4"]
-    beats = ["--model.beats", json.dumps(TINY_BEATS)]
-    compare(tmp_path / "pretrain", "beats_pretrain", 8, [*data, *beats], {"train_loss": 0.05})
     data += ["--data.pseudo_clean_root", pseudo_clean]
     teacher = compare(tmp_path / "teacher", "beats_distill_teacher", 8, [*data, *TINY_DISTILL], {"train_loss": 0.05})
     student = [*data, *TINY_DISTILL, "--model.teacher", str(teacher / "runs/beats_distill/teacher/model")]
