@@ -27,6 +27,7 @@ crops and dropout would then differ from the uninterrupted run's.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Iterator
 
 import torch
@@ -59,7 +60,7 @@ def _world() -> tuple[int, int]:
     return 1, 0
 
 
-class ResumableSampler(DistributedSampler):
+class ResumableSampler(DistributedSampler, metaclass=ABCMeta):
     """A sampler whose pass is ``order(epoch)`` (``size`` items), the epoch set by Lightning's ``set_epoch`` (a pass
     without one in between takes the next epoch). Its ``state_dict`` names the pass and how far it got, so that a
     loaded state makes the next pass continue the interrupted one. Under DDP each rank takes positions ``rank, rank +
@@ -77,8 +78,9 @@ class ResumableSampler(DistributedSampler):
         self._skip = 0  # items of the next pass drawn before the checkpoint
         self._progress: tuple[int, int] | None = None  # (epoch, items drawn) of the latest pass
 
+    @abstractmethod
     def order(self, epoch: int) -> list[int]:
-        raise NotImplementedError
+        """The pass of ``epoch``: indices into the dataset (each subclass's sampling rule)."""
 
     def __len__(self) -> int:
         return -(-self.size // _world()[0])
