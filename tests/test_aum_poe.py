@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from asdzoo.data.task2 import Task2DataModule, collate_clips
+from asdzoo.data.task2 import Task2DataModule, class_labels, collate_clips
 from asdzoo.hub import WeightsNotAvailableError, install, load, save_pretrained
 from asdzoo.systems.aum_poe import AumPoe, AumPretrainer
 
@@ -58,6 +58,34 @@ def test_stage1_learns_machine_types(stage1_dir, synth_root):
     trained = load(stage1_dir)
     before, after = machine_type_accuracy(untrained, synth_root), machine_type_accuracy(trained, synth_root)
     assert after > before and after > 0.9, (before, after)
+
+
+def test_held_out_normals_carry_the_training_sets_class_labels(synth_root):
+    held = Task2DataModule(str(synth_root), class_by="machine", val_fraction=0.25)
+    held.setup()
+    names = held.train_set.class_names
+    assert {c.machine for c in held.val_set.clips} == set(names)
+    assert not any(c.label == "anomaly" for c in held.val_set.clips)
+    assert held.val_set.classes == [names.index(c.machine) for c in held.val_set.clips]
+    on_test = Task2DataModule(str(synth_root), class_by="machine")
+    on_test.setup()  # test/ clips (anomalies among them) carry no class labels
+    assert set(on_test.val_set.classes) == {-1}
+    valve = [c for c in held.val_set.clips if c.machine == "valve"]
+    with pytest.raises(ValueError, match=f"{valve[0].path}: class 'valve'.*not one of the 1 training classes"):
+        class_labels(valve, "machine", names=["fan"])
+
+
+def test_stage1_validation_reports_machine_type_accuracy_of_held_out_normals(stage1_dir, synth_root):
+    """What ``val_fraction`` in aum_poe_stage1.yaml logs (this backbone saw those clips in training: the check is
+    that the metric tells a trained backbone from an untrained one, and that test/ is refused)."""
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    held = Task2DataModule(str(synth_root), batch_size=8, class_by="machine", val_fraction=0.25)
+    trained = trainer.validate(load(stage1_dir), held, verbose=False)[0]
+    L.seed_everything(0)
+    untrained = trainer.validate(AumPretrainer(aum=TINY_AUM, num_classes=2), held, verbose=False)[0]
+    assert trained["val/acc"] > 0.9 and trained["val/ce"] < untrained["val/ce"] - 0.1, (trained, untrained)
+    with pytest.raises(ValueError, match="val_fraction > 0"):
+        trainer.validate(load(stage1_dir), Task2DataModule(str(synth_root), class_by="machine"), verbose=False)
 
 
 def fan_auc(model, synth_root) -> float:

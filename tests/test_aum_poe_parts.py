@@ -1,5 +1,6 @@
 """Training pieces of aum-poe (paper 004 §2.3-2.5): gradient reversal, the two-optimizer pattern, the multi-level
-anomaly head (eq. 4-6), the centre and pOE / OC-SVDD losses (eq. 8-9) and the pseudo-outlier generators.
+anomaly head (eq. 4-6), the centre and pOE / OC-SVDD losses (eq. 8-9), the pseudo-outlier generators and the
+windows of clips longer than the model's input.
 All closed-form cases or invariances."""
 
 import math
@@ -19,8 +20,10 @@ from asdzoo.data.pseudo_outliers import (
     band_gain,
     speed_shift,
 )
+from asdzoo.encoders.aum import AudioMamba
 from asdzoo.nn.anomaly_head import MultiLevelAnomalyHead
 from asdzoo.nn.grl import GradientReversal, gradient_reversal
+from asdzoo.nn.multicrop import random_crops
 from asdzoo.nn.poe import MomentumCentre, oc_svdd_loss, poe_loss
 
 SR = 16000
@@ -304,3 +307,55 @@ def test_mix_rejects_bad_configs():
         PseudoOutlierMix({"other_machine": 1.0}).make(_normals(), None, 2)
     with pytest.raises(ValueError, match=r"\[B, C, S\]"):
         PseudoOutlierMix({"speed": 1.0}).make(torch.zeros(2, SR), None, 2)
+
+
+# -- windows: a model shorter than the clips crops at random in training and averages windows in scoring ----------
+def test_random_crops_are_in_clip_slices_of_the_segment_length():
+    wave = torch.arange(3 * 2 * 100, dtype=torch.float32).reshape(3, 2, 100)
+    lengths = torch.tensor([100, 70, 30])
+    gen = torch.Generator().manual_seed(0)
+    starts = set()
+    for _ in range(20):
+        crops, lens = random_crops(wave, lengths, 40, gen)
+        assert crops.shape == (3, 2, 40) and lens.tolist() == [40, 40, 30]
+        for i, (n, m) in enumerate(zip(lengths.tolist(), lens.tolist())):
+            s = int(crops[i, 0, 0] - wave[i, 0, 0])
+            assert 0 <= s <= n - m and torch.equal(crops[i, :, :m], wave[i, :, s : s + m])
+            assert not crops[i, :, m:].any()
+        starts.add(int(crops[0, 0, 0]))
+    assert len(starts) > 5  # offsets drawn over the whole clip, not a fixed start
+
+
+def test_random_crops_leave_a_batch_that_fits_alone_and_draw_nothing():
+    wave, lengths = torch.randn(2, 1, 30), torch.tensor([30, 20])
+    state = torch.get_rng_state()
+    crops, lens = random_crops(wave, lengths, 40)
+    assert crops is wave and lens is lengths and torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("frontend", ["stft", "kaldi"])
+def test_window_samples_is_the_longest_input_losing_less_than_one_token_column(frontend):
+    aum = AudioMamba(spectrogram_size=(128, 1024), embed_dim=16, depth=1, d_state=4, unshuffle=4, frontend=frontend)
+    raw = (lambda s: 1 + (s - 400) // 160) if frontend == "kaldi" else (lambda s: s // aum.hop_length + 1)
+    column = aum.patch_size * aum.unshuffle
+    assert raw(aum.window_samples) <= 1024 + column - 1 < raw(aum.window_samples + 1)
+    assert aum.window_samples >= 10 * SR  # the paper's 10 s clip is one window (1026 frames, 2 cropped)
+
+
+def test_long_clips_are_windowed_so_their_end_changes_the_embedding():
+    """A 64-frame Audio-Mamba (~1.2 s window): the last second of a 3 s clip moves its embedding; cut to the first
+    window (as before) it could not. A clip within one window is embedded whole, as one crop."""
+    from asdzoo.systems.aum_poe import AumPoe
+
+    tiny = dict(spectrogram_size=(128, 64), embed_dim=16, depth=2, d_state=4, unshuffle=4)
+    model = AumPoe(backbone=None, aum=tiny, head_hidden=16, embed_dim=8, unfreeze_blocks=1).eval()
+    assert model.segment == model.encoder.window_samples < 3 * SR
+    clip = 0.1 * torch.randn(1, 2, 3 * SR, generator=torch.Generator().manual_seed(0))
+    changed = clip.clone()
+    changed[..., -SR:] *= 4
+    z, z_changed = model.embed(clip)["main"], model.embed(changed)["main"]
+    assert (z - z_changed).abs().max() > 1e-3
+    short = clip[..., : model.segment]
+    with torch.no_grad():
+        whole = F.normalize(model.embed_batch(short), dim=-1)
+    torch.testing.assert_close(model.embed(short)["main"], whole, atol=1e-6, rtol=1e-5)

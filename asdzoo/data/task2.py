@@ -87,9 +87,10 @@ def require_two_channels(clips: list[Clip], method: str) -> None:
         )
 
 
-def class_labels(clips: list[Clip], by: str) -> tuple[list[int], list[str]]:
+def class_labels(clips: list[Clip], by: str, names: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
     """Integer class labels for classification objectives: by 'machine' (machine type), 'section' (machine x
-    section) or 'attribute' (machine x section x attribute string)."""
+    section) or 'attribute' (machine x section x attribute string). ``names``: an existing class list to label by
+    (a validation set labelled as its training set); by default the sorted classes of ``clips``."""
     if by == "machine":
         keys = [c.machine for c in clips]
     elif by == "section":
@@ -98,8 +99,11 @@ def class_labels(clips: list[Clip], by: str) -> tuple[list[int], list[str]]:
         keys = [f"{c.machine}_{c.section}_{c.attributes or 'noAttribute'}" for c in clips]
     else:
         raise ValueError(f"class labels by {by!r}: choose 'machine', 'section' or 'attribute'")
-    names = sorted(set(keys))
+    names = sorted(set(keys)) if names is None else list(names)
     index = {k: i for i, k in enumerate(names)}
+    for clip, key in zip(clips, keys):
+        if key not in index:
+            raise ValueError(f"{clip.path}: class {key!r} (by {by}) is not one of the {len(names)} training classes")
     return [index[k] for k in keys], names
 
 
@@ -120,6 +124,7 @@ class Task2Dataset(Dataset):
         random_crop: bool = False,
         class_by: str | None = None,
         pseudo_clean_root: str | None = None,
+        class_names: Sequence[str] | None = None,
     ):
         if not clips:
             raise ValueError("Task2Dataset needs at least one clip")
@@ -129,7 +134,9 @@ class Task2Dataset(Dataset):
         self.resample = resample
         self.segment = None if segment_seconds is None else int(round(segment_seconds * sample_rate))
         self.random_crop = random_crop
-        self.classes, self.class_names = class_labels(clips, class_by) if class_by else ([0] * len(clips), [])
+        # without class_by there are no class labels: -1, so a classification loss fails loudly instead of learning 0
+        unlabelled = ([-1] * len(clips), [])
+        self.classes, self.class_names = class_labels(clips, class_by, class_names) if class_by else unlabelled
         self.pseudo_clean_root = pseudo_clean_root
 
     def __len__(self) -> int:
@@ -215,7 +222,7 @@ class Task2DataModule(L.LightningDataModule):
     ``extra_roots``: more roots whose machines' ``train/`` clips join the training set (DCASE's evaluation-set
     additional training data: the "all 12 machines" scope of paper 002). ``val_fraction`` > 0 validates on that
     fraction of each machine's and domain's normal training clips, held out, instead of ``test/`` (objectives
-    that must not see test data).
+    that must not see test data); those clips carry the training set's ``class_by`` labels.
     """
 
     def __init__(
@@ -266,13 +273,16 @@ class Task2DataModule(L.LightningDataModule):
             class_by=self.class_by,
             pseudo_clean_root=self.pseudo_clean_root,
         )
+        labels = {}
         if self.val_fraction > 0:
             val = held  # never test data, even where too few clips could be held out
+            if self.class_by:  # held-out normals carry the training set's class labels (e.g. stage-1 accuracy)
+                labels = dict(class_by=self.class_by, class_names=self.train_set.class_names)
         else:
             val = [
                 c for m in machines if (Path(self.root) / m / "test").is_dir() for c in scan_clips(self.root, m, "test")
             ]
-        self.val_set = Task2Dataset(val, self.channels, resample=self.resample) if val else None
+        self.val_set = Task2Dataset(val, self.channels, resample=self.resample, **labels) if val else None
 
     @property
     def num_classes(self) -> int:

@@ -211,6 +211,15 @@ class AudioMamba(Encoder):
             n = num_samples // self.hop_length + 1
         return max(1, min(n, self.target_frames))
 
+    @property
+    def window_samples(self) -> int:
+        """The longest input the model sees whole, give or take less than one token column of frames (the paper's own
+        10 s -> 1026 frames -> 1024 crop loses two). Longer clips are windowed by the systems, not cut."""
+        most = self.target_frames + self.patch_size * self.unshuffle - 1  # frames that still fit in the columns
+        if self.frontend == "kaldi":  # 1 + (S - 400) // 160 <= most
+            return 400 + most * 160 - 1
+        return most * self.hop_length - 1  # S // hop + 1 <= most
+
     def valid_columns(self, num_samples: int) -> int:
         """Token time columns that contain at least one frame of the clip (the rest see only padding)."""
         return math.ceil(self.valid_frames(num_samples) / (self.patch_size * self.unshuffle))

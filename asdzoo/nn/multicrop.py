@@ -28,6 +28,23 @@ def segment_crops(
     return batch, torch.tensor(lens, device=wave.device), torch.tensor(owner)
 
 
+def random_crops(
+    wave: torch.Tensor, lengths: torch.Tensor | None, segment: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``segment``-long crop of each clip's valid samples at a uniform random offset (shorter clips whole):
+    (waves ``[B, ..., min(S, segment)]`` zero-padded, crop lengths ``[B]``). Training crops of a model whose input
+    is shorter than the data's clips."""
+    lengths = torch.full((len(wave),), wave.shape[-1], device=wave.device) if lengths is None else lengths
+    if wave.shape[-1] <= segment:  # nothing to crop: the batch as it is, and no random draw
+        return wave, lengths
+    out = wave.new_zeros(*wave.shape[:-1], segment)
+    new_lengths = lengths.clamp(max=segment)
+    for i, (n, m) in enumerate(zip(lengths.tolist(), new_lengths.tolist())):
+        start = int(torch.randint(0, n - m + 1, (), generator=generator)) if n > m else 0
+        out[i, ..., :m] = wave[i, ..., start : start + m]
+    return out, new_lengths
+
+
 def mean_per_clip(values: torch.Tensor, owner: torch.Tensor, n_clips: int) -> torch.Tensor:
     """Mean of the crop ``values [M, ...]`` of each clip -> ``[n_clips, ...]``."""
     total = values.new_zeros(n_clips, *values.shape[1:]).index_add_(0, owner.to(values.device), values)

@@ -41,7 +41,7 @@ from asdzoo.nn.anomaly_head import MultiLevelAnomalyHead
 from asdzoo.nn.batching import map_batches
 from asdzoo.nn.distributed import gather
 from asdzoo.nn.grl import gradient_reversal
-from asdzoo.nn.multicrop import mean_per_clip, segment_crops
+from asdzoo.nn.multicrop import mean_per_clip, random_crops, segment_crops
 from asdzoo.nn.poe import MomentumCentre, oc_svdd_loss, poe_loss
 from asdzoo.scoring.bank_detector import BankDetector
 from asdzoo.scoring.knn import BackendConfig
@@ -50,6 +50,12 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 LOSSES = ("poe", "oc_svdd")
 SCORINGS = ("centre", "knn")
+
+
+def model_segment(segment_seconds: float, encoder: AudioMamba) -> int:
+    """Training crop and scoring window in samples: ``segment_seconds``, or less where the Audio-Mamba's spectrogram
+    holds less (a reduced ``spectrogram_size``), so longer clips are windowed and averaged rather than cut."""
+    return min(int(segment_seconds * SAMPLE_RATE), encoder.window_samples)
 
 
 def _clip_embeddings(embed_batch, wave: torch.Tensor, lengths: torch.Tensor | None, segment: int, batch_size: int):
@@ -77,7 +83,7 @@ class AumPretrainer(CapturesInit, BankDetector, L.LightningModule):
         self.encoder = AudioMamba(**(aum or {}), num_classes=0, checkpoint=checkpoint)
         self.classifier = nn.Linear(self.encoder.embed_dim, num_classes) if num_classes else None
         self.backend_cfg = BackendConfig(metric="cosine", k=1, backend="domain_z")
-        self.segment = int(segment_seconds * SAMPLE_RATE)
+        self.segment = model_segment(segment_seconds, self.encoder)
 
     def saved_config(self, config: dict) -> dict:
         """The saved weights hold the backbone; the number of machine types was learnt from the data."""
@@ -95,11 +101,27 @@ class AumPretrainer(CapturesInit, BankDetector, L.LightningModule):
         return self.classifier(cls)
 
     def training_step(self, batch, batch_idx):
-        logits = self.logits(batch["wave"], batch["lengths"])
+        logits = self.logits(*random_crops(batch["wave"], batch["lengths"], self.segment))
         loss = F.cross_entropy(logits, batch["class"])
         self.log("train/ce", loss, prog_bar=True)
         self.log("train/acc", (logits.argmax(-1) == batch["class"]).float().mean(), prog_bar=True)
         return loss
+
+    def validation_step(self, batch, batch_idx):
+        """Machine-type cross-entropy and accuracy of held-out normal clips (``data.val_fraction`` > 0): the paper
+        trains stage 1 a fixed 5 epochs; this shows whether the backbone generalises or memorises. Clips longer
+        than the model's window are scored by their mean logits over windows."""
+        if (batch["class"] < 0).any():
+            raise ValueError(
+                "aum-poe stage 1 validates on held-out normal clips with machine labels: set data.val_fraction > 0 "
+                "(test/ clips carry none), or trainer.limit_val_batches: 0"
+            )
+        crops, lens, owner = segment_crops(near_channel(batch["wave"]), batch["lengths"], self.segment)
+        logits = mean_per_clip(self.logits(crops, lens), owner, len(batch["wave"]))
+        n = len(logits)
+        self.log("val/ce", F.cross_entropy(logits, batch["class"]), prog_bar=True, sync_dist=True, batch_size=n)
+        acc = (logits.argmax(-1) == batch["class"]).float().mean()
+        self.log("val/acc", acc, prog_bar=True, sync_dist=True, batch_size=n)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -216,7 +238,7 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
         # scoring centre: the normalised mean of the machine's training embeddings in eval mode, set by fit()
         self.register_buffer("score_centre", torch.zeros(embed_dim))
         self.outlier_mix = PseudoOutlierMix(outliers or {"spectral": 1.0}, seed)
-        self.segment = int(segment_seconds * SAMPLE_RATE)
+        self.segment = model_segment(segment_seconds, self.encoder)
         self.backend_cfg = BackendConfig(metric="cosine", k=knn_k, backend=knn_backend, index=knn_index)
         self._freeze_backbone(unfreeze_blocks)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -312,7 +334,8 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
         also give that in one process, but DDP allows only one.)"""
         h = self.hparams
         opt_f, opt_d = self.optimizers()
-        out = self.losses(batch)
+        wave, lengths = random_crops(batch["wave"], batch["lengths"], self.segment)
+        out = self.losses(batch | {"wave": wave, "lengths": lengths})
         total = out["loss"]
         if h.use_grl:
             l_dom = F.cross_entropy(self.domain_classifier(out["z_normal"].detach()), batch["domain"])
