@@ -660,7 +660,10 @@ PAPER_AUM_POE = (
 AUM_POE_ARCH = "asdzoo.systems.aum_poe:AumPoe"
 AUM_POE_STAGE1_NOTE = (
     "Train stage 1: `python train_cli.py fit --config asdzoo/configs/aum_poe_stage1.yaml --data.root DATA`, then "
-    "`asdzoo install runs/aum_poe/stage1/model --name aum-poe-stage1`."
+    "`asdzoo install runs/aum_poe/stage1/model --name aum-poe-stage1`. As the paper it trains on all normal clips; "
+    "`--data.val_fraction 0.1 --trainer.limit_val_batches 1.0` holds out 10 % per machine and domain and logs their "
+    "machine-type accuracy (val/acc). An Audio-Mamba with a shorter spectrogram than the clips trains on random crops "
+    "of its input length and embeds a clip as the mean over its windows."
 )
 AUM_POE_CARD = (
     """Backbone: Audio-Mamba (bidirectional Mamba, v2 "Bi-Bi" blocks, middle class token), 128-bin log-mel

@@ -97,7 +97,9 @@ def aum_stage1(synth_root, tmp_path_factory) -> Path:
     aum = json.dumps(dict(spectrogram_size=(128, 320), embed_dim=32, depth=4, d_state=8, unshuffle=4))
     overrides = ["--data.root", str(synth_root), "--data.segment_seconds", "3", "--model.aum", aum]
     overrides += ["--trainer.accumulate_grad_batches", "1", "--trainer.limit_train_batches", "4"]
-    run = compare(tmp_path_factory.mktemp("ddp_aum1"), "aum_poe_stage1", 16, overrides, {"train_loss": 0.01})
+    overrides += ["--data.val_fraction", "0.1", "--trainer.limit_val_batches", "1.0"]  # val/acc, gathered
+    tol = {"train_loss": 0.01, "val/acc": 0.1}
+    run = compare(tmp_path_factory.mktemp("ddp_aum1"), "aum_poe_stage1", 16, overrides, tol)
     return run / "runs/aum_poe/stage1/model"
 
 
