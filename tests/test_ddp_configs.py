@@ -98,7 +98,7 @@ def aum_stage1(synth_root, tmp_path_factory) -> Path:
     overrides = ["--data.root", str(synth_root), "--data.segment_seconds", "3", "--model.aum", aum]
     overrides += ["--trainer.accumulate_grad_batches", "1", "--trainer.limit_train_batches", "4"]
     overrides += ["--data.val_fraction", "0.1", "--trainer.limit_val_batches", "1.0"]  # val/acc, gathered
-    tol = {"train_loss": 0.01, "val/acc": 0.1}
+    tol = {"train_loss": 0.01, "val/acc": 0.1}  # val/acc measured equal (seed 0); 0.1 = about one of ~10 clips
     run = compare(tmp_path_factory.mktemp("ddp_aum1"), "aum_poe_stage1", 16, overrides, tol)
     return run / "runs/aum_poe/stage1/model"
 

@@ -57,6 +57,11 @@ MARKS: dict[str, Mark] = {
     "search logmel: best worst-case official score": Mark((0.7932, 0.7994, 0.8010, 0.7770), chance=AUC),
     # aum-poe, tiny stage-1 Audio-Mamba + 10 stage-2 epochs, kNN scoring (tests/test_aum_poe.py)
     "aum-poe fan: AUC (all)": Mark((0.8975, 0.8700, 0.9300, 0.7525), chance=AUC),
+    # its stage-1 validation (tests/test_aum_poe.py): 2 machine types; chance = an untrained backbone
+    "aum-poe stage 1: machine-type accuracy of held-out normals": Mark((1.0, 1.0, 1.0, 1.0), chance=0.5),
+    "aum-poe stage 1: held-out cross-entropy, untrained minus trained": Mark(
+        (0.9199, 0.8747, 0.9024, 0.8491), chance=0.0
+    ),
     # multistream: LoRA over the tiny pre-trained BEATs, 20 contrastive epochs, MemMixup kNN, transductive ranks
     "multistream beats stream: mean AUC of fan and valve": Mark((0.7175, 0.6375, 0.7300, 0.6650), chance=AUC),
     # DCASE autoencoder baseline, 100 epochs (tests/test_ae_baseline.py, tests/test_cli.py)
