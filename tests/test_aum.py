@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from asdzoo.encoders.aum import AudioMamba, load_aum_state
 from asdzoo.nn.mamba import Mamba
@@ -160,6 +161,44 @@ def test_gated_fusion_at_half_equals_average():
     forward_only = Mamba(16, d_state=4, bimamba_type="none")
     forward_only.load_state_dict(plain.state_dict(), strict=False)
     torch.testing.assert_close(gated(h), forward_only(h), atol=1e-6, rtol=1e-6)
+
+
+def fo_bi_reference(mixer: Mamba, h: torch.Tensor) -> torch.Tensor:
+    """AuM's v1 ("Fo-Bi") mixer as ViM's ``bimamba_inner_ref`` composes it (AuM's vendored
+    ``mamba_ssm/ops/selective_scan_interface.py``; ``Mamba.forward`` calls ``bimamba_inner_fn`` for v1), step by step:
+    one causal conv (here nn.Conv1d's symmetric padding cropped to L, as mamba's slow path does), one x_proj/dt_proj;
+    the backward scan takes the same conv output, delta, B, C and z flipped, with A_b and the shared D and delta
+    bias; ``y + y_b.flip`` (no halving: ``if_devide_out`` is a v2 option), then out_proj."""
+    length, width = h.shape[1], mixer.conv1d.weight.shape[-1]
+    x, z = (h @ mixer.in_proj.weight.T).transpose(1, 2).chunk(2, dim=1)
+    conv = F.conv1d(x, mixer.conv1d.weight, mixer.conv1d.bias, padding=width - 1, groups=x.shape[1])
+    x = F.silu(conv[..., :length])
+    dt, B, C = torch.split(x.transpose(1, 2) @ mixer.x_proj.weight.T, [mixer.dt_rank, mixer.d_state, mixer.d_state], -1)
+    delta = (dt @ mixer.dt_proj.weight.T).transpose(1, 2)
+    B, C = B.transpose(1, 2), C.transpose(1, 2)
+    bias, D = mixer.dt_proj.bias, mixer.D
+    y = selective_scan_sequential(x, delta, -torch.exp(mixer.A_log), B, C, D, z, bias, True)
+    flipped = (t.flip(-1) for t in (x, delta, B, C, z))
+    x_b, delta_b, B_b, C_b, z_b = flipped
+    y_b = selective_scan_sequential(x_b, delta_b, -torch.exp(mixer.A_b_log), B_b, C_b, D, z_b, bias, True)
+    return (y + y_b.flip(-1)).transpose(1, 2) @ mixer.out_proj.weight.T
+
+
+@torch.no_grad()
+def test_fo_bi_mixer_is_vims_bimamba_inner_ref():
+    """The v1 numerics (the reference data are v2 only): the mixer against the composition above, also after its
+    backward decay A_b alone is moved (so the backward direction is shown to count, with its own A)."""
+    torch.manual_seed(0)
+    mixer = Mamba(16, d_state=4, bimamba_type="v1")  # if_devide_out stays at AuM's True: v1 must ignore it
+    for p in mixer.parameters():
+        p.add_(0.1 * torch.randn_like(p))
+    h = torch.randn(2, 23, 16)
+    before = mixer(h)
+    torch.testing.assert_close(before, fo_bi_reference(mixer, h), atol=1e-5, rtol=1e-5)
+    mixer.A_b_log.add_(1.0)
+    after = mixer(h)
+    torch.testing.assert_close(after, fo_bi_reference(mixer, h), atol=1e-5, rtol=1e-5)
+    assert (after - before).abs().max() > 1e-3
 
 
 def test_gated_option_absent_by_default():

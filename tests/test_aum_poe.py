@@ -178,6 +178,16 @@ def test_saved_detector_scores_identically_and_loads_by_name(stage1_dir, synth_r
     np.testing.assert_array_equal(again.train_scores(), model.train_scores())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_detector_on_the_gpu_fine_tunes_there_and_scores_cpu_clips(stage1_dir, synth_root):
+    """``asdzoo.load(..., device="cuda")`` then ``fit``/``score`` with clips read on the CPU: stage 2 trains on
+    that GPU (not on the CPU, as a hard-coded Trainer accelerator would) and detects like the CPU run."""
+    model = AumPoe(backbone=str(stage1_dir), **FAST_STAGE2).cuda()
+    auc = fan_auc(model, synth_root)
+    assert all(p.is_cuda for p in model.parameters())
+    check("aum-poe fan: AUC (all)", auc)
+
+
 def test_bohb_search_runs_and_resumes(stage1_dir, synth_root, tmp_path, isolated_home):
     from asdzoo.tuning import tune_machine
 

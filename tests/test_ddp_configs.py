@@ -5,10 +5,12 @@
   gathered or ``sync_dist``-averaged, never one process's shard), and
 - the 2-process run's metrics match the 1-process run at twice the batch within a stated tolerance.
 
-Measured |1 process − 2 processes| (2 cores, torch 2.13; tolerances about twice these): aum stage 1 train loss 0
-(no per-process draws), stage 2 val AUC 0.031 (1/32 of its 16 + 16 clips) and train loss 0.063 (pseudo-outliers);
-multistream val spread 3e-5, train loss 0.027; BEATs pre-training 0.0085, teacher 0.024, student 0.0095; Task 4 val
-loss 0.0016-0.010 and train loss 0.044-0.114 (random crops drawn per process).
+Measured |1 process − 2 processes| (2 cores, torch 2.13): aum stage 1 train loss and val/acc 0 on data seeds 0-3 (no
+per-process draws); stage 2 val AUC 0.031 / 0.094 / 0.047 / 0 and train loss 0.063 / 0.009 / 0.005 / 0.035 on seeds
+0-3 (pseudo-outliers drawn per process), so its tolerances are the largest plus the suite's margin of 0.05. The others
+were measured on seed 0, with tolerances about twice the difference: multistream val spread 3e-5, train loss 0.027;
+BEATs pre-training 0.0085, teacher 0.024, student 0.0095; Task 4 val loss 0.0016-0.010 and train loss 0.044-0.114
+(random crops drawn per process).
 
 The fast suite runs aum-poe (both stages) and the separator, the two that did not run under DDP before; the other
 systems' runs are in ``make test-slow`` (about 2.5 min more). One config per system class (BEATs pre-training was
@@ -98,7 +100,7 @@ def aum_stage1(synth_root, tmp_path_factory) -> Path:
     overrides = ["--data.root", str(synth_root), "--data.segment_seconds", "3", "--model.aum", aum]
     overrides += ["--trainer.accumulate_grad_batches", "1", "--trainer.limit_train_batches", "4"]
     overrides += ["--data.val_fraction", "0.1", "--trainer.limit_val_batches", "1.0"]  # val/acc, gathered
-    tol = {"train_loss": 0.01, "val/acc": 0.1}  # val/acc measured equal (seed 0); 0.1 = about one of ~10 clips
+    tol = {"train_loss": 0.01, "val/acc": 0.1}  # both measured equal (seeds 0-3); 0.1 = about one of ~10 clips
     run = compare(tmp_path_factory.mktemp("ddp_aum1"), "aum_poe_stage1", 16, overrides, tol)
     return run / "runs/aum_poe/stage1/model"
 
@@ -107,7 +109,7 @@ def test_aum_poe_stage2_manual_optimisation_runs_under_ddp(aum_stage1, synth_roo
     """Two optimizers, gradient reversal, the moving-average centre and the validation AUC (gathered)."""
     overrides = ["--data.root", str(synth_root), "--data.segment_seconds", "3", "--data.clips_per_machine", "16"]
     overrides += ["--model.backbone", str(aum_stage1), "--model.head_hidden", "32", "--model.embed_dim", "16"]
-    compare(tmp_path, "aum_poe_generalized", 16, overrides, {"val/auc": 0.1, "train_loss": 0.15})
+    compare(tmp_path, "aum_poe_generalized", 16, overrides, {"val/auc": 0.15, "train_loss": 0.12})
 
 
 @SLOW

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 CHUNK = 64
 MIN_CUMSUM_CHUNK = 8
 MAX_LOG_RANGE = 60.0  # exp(60) ~ 1e26: far from float32 overflow even times large inputs
+KERNEL_DEVICES = ("cuda",)  # device types whose tensors go to mamba-ssm's kernel (tests point it at a stand-in)
 
 
 def _kernel():
@@ -49,7 +50,7 @@ def selective_scan(
 ):
     """mamba-ssm's ``selective_scan_fn``: the CUDA kernel for CUDA tensors when mamba-ssm imports, else the chunked
     pure-torch scan. Returns ``out`` (dtype of ``u``) or ``(out, last_state)``."""
-    if u.is_cuda:
+    if u.device.type in KERNEL_DEVICES:
         kernel = _kernel()
         if kernel is not None:
             return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

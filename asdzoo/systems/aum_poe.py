@@ -58,11 +58,19 @@ def model_segment(segment_seconds: float, encoder: AudioMamba) -> int:
     return min(int(segment_seconds * SAMPLE_RATE), encoder.window_samples)
 
 
-def _clip_embeddings(embed_batch, wave: torch.Tensor, lengths: torch.Tensor | None, segment: int, batch_size: int):
-    """Per-clip embeddings: clips longer than the training segment are embedded as crops and averaged."""
+def _clip_embeddings(embed_batch, wave: torch.Tensor, lengths: torch.Tensor | None, segment: int, device: torch.device):
+    """Per-clip embeddings on the CPU: clips longer than the training segment are embedded as crops and averaged.
+    Each slice of 16 crops goes to the model's ``device``, so a model loaded on a GPU scores clips read on the CPU."""
     crops, lens, owner = segment_crops(near_channel(wave), lengths, segment)
-    z = map_batches(embed_batch, crops, lens, batch_size)
-    return F.normalize(mean_per_clip(z.cpu(), owner, len(wave)), dim=-1)
+    z = map_batches(lambda w, n: embed_batch(w.to(device), n.to(device)).cpu(), crops, lens, 16)
+    return F.normalize(mean_per_clip(z, owner, len(wave)), dim=-1)
+
+
+def _trainer_device(device: torch.device) -> dict:
+    """Lightning Trainer arguments that train a model where it is: its GPU if it was loaded on one, else the CPU."""
+    if device.type == "cuda":
+        return {"accelerator": "cuda", "devices": [device.index or 0]}
+    return {"accelerator": "cpu", "devices": 1}
 
 
 class AumPretrainer(CapturesInit, BankDetector, L.LightningModule):
@@ -129,9 +137,11 @@ class AumPretrainer(CapturesInit, BankDetector, L.LightningModule):
     @torch.no_grad()
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         self.eval()
-        return {
-            "main": _clip_embeddings(lambda w, n: self.encoder.embed_layers(w, n)[0], wave, lengths, self.segment, 16)
-        }
+        return {"main": _clip_embeddings(self.class_embedding, wave, lengths, self.segment, self.device)}
+
+    def class_embedding(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's final class-token embedding ``[B, D]`` of near-channel waveforms (the stage-1 bank's)."""
+        return self.encoder.embed_layers(wave, lengths)[0]
 
 
 def load_backbone(name_or_path: str) -> AudioMamba:
@@ -278,7 +288,7 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
     @torch.no_grad()
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         self.eval()
-        return {"main": _clip_embeddings(self.embed_batch, wave, lengths, self.segment, 16)}
+        return {"main": _clip_embeddings(self.embed_batch, wave, lengths, self.segment, self.device)}
 
     def centre_distance(self, z: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
         """1 - cos(z, c): the pOE loss's own notion of abnormality (``centre`` default: the training centre)."""
@@ -415,7 +425,7 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             trainer = L.Trainer(
                 max_epochs=max_epochs or h.fit_epochs,
-                accelerator="cpu",
+                **_trainer_device(self.device),
                 logger=False,
                 enable_checkpointing=False,
                 enable_progress_bar=progress,
