@@ -675,6 +675,12 @@ margin delta) + lambda_adv x domain cross-entropy through a gradient reversal la
 optimizers (theta_f lr 1e-4 wd 1e-2 clipped at 1.0, accumulation 2; domain classifier lr 1e-4 wd 1e-2 on detached
 embeddings); early stopping on validation AUC, patience 15, at most 100 epochs; 1,000 domain-balanced clips per
 machine and epoch (half source, half target, target oversampled).
+Selective scan: mamba-ssm's CUDA kernel for CUDA tensors when the `[mamba]` extra imports, else a chunked pure-torch
+scan (matches the official reference within 2.4e-6). The kernel path is checked on the CPU against the CUDA op's
+argument contract in float32 and bf16 autocast; it has not run on a GPU here. Official v1 ("Fo-Bi") and v2 checkpoints
+load strictly; the v1 mixer matches ViM's bimamba_inner_ref composed step by step, the v2 model the official
+reference vectors.
+A model loaded on a GPU (`asdzoo.load("aum-poe", device="cuda")`) runs stage 2 and scoring there.
 Centre: eq. 8 as printed puts the momentum 0.99 on the new batch, which makes c the last batch's mean; we keep the
 moving average c <- 0.99 c + 0.01 mean(z_normal). Validation AUC: held-out normal training clips (10 % per domain)
 against pseudo-outliers made from them; the paper does not say which data its validation AUC uses.
@@ -748,7 +754,7 @@ register(
         input_spec="near channel of 2-channel (or mono) 16 kHz audio [batch, C, samples]",
         reported="0.600 TOTAL hmean (paper 004 Table 2, machine-generalised, DCASE 2025 dev; AE baseline 0.641)",
         description="Machine-generalised aum-poe (paper 004): one stage 2 over all machines (train with "
-        "asdzoo/configs/aum_poe_generalized.yaml); fit() only fits the centre-distance detector per machine.",
+        "asdzoo/configs/aum_poe_generalized.yaml); fit() only fits its cosine-kNN bank per machine.",
         **AUM_POE_COMMON,
     )
 )
