@@ -1,8 +1,11 @@
 """BOHB-style hyperparameter search with optuna (paper 004 §3.2): a TPE sampler (the model-based half of BOHB) with a
 Hyperband pruner (reduction factor 3, budget in epochs), maximising the validation AUC a model logs as ``val/auc``.
 
-Studies live in a storage URL (SQLite by default), so an interrupted search resumes where it stopped: trials
-already finished are kept and the sampler continues from them. A system takes part by offering
+Studies live in an SQLAlchemy storage URL (SQLite by default), so an interrupted search resumes where it stopped:
+trials already finished are kept and the sampler continues from them. A trial whose process died (killed, out of
+memory, preempted) stops sending heartbeats; once it has been silent for two heartbeats, the next trial to start marks
+it failed and queues its parameters again (optuna's heartbeat), so the resumed search re-runs the trial it lost. A
+system takes part by offering
 ``search_space(trial) -> dict`` (constructor overrides) and ``finetune(waves, domains, lengths, callbacks=...,
 max_epochs=...)``; the search is per machine, as the paper tunes machine-specific models.
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 import lightning as L
 
 log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 60  # a running trial records a heartbeat this often; silent for two of them, it counts as lost
 
 
 class ReportToTrial(L.Callback):
@@ -48,13 +52,22 @@ class TuneResult:
     pruned: int
 
 
-def make_study(name: str, storage: str, max_epochs: int, seed: int = 0):
-    """A resumable maximising study: TPE sampler + Hyperband pruner (min 1 epoch, max ``max_epochs``, eta 3)."""
+def make_study(name: str, storage: str, max_epochs: int, seed: int = 0, heartbeat: int = HEARTBEAT_SECONDS):
+    """A resumable maximising study: TPE sampler + Hyperband pruner (min 1 epoch, max ``max_epochs``, eta 3), in an
+    RDB storage with heartbeats every ``heartbeat`` seconds; a lost trial is retried once."""
+    import warnings
+
     import optuna
 
+    with warnings.catch_warnings():  # the heartbeat is "experimental" in optuna since 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        rdb = optuna.storages.RDBStorage(
+            storage, heartbeat_interval=heartbeat, grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry
+        )
     return optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=rdb,
         load_if_exists=True,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
@@ -73,6 +86,7 @@ def tune_machine(
     fixed: dict | None = None,
     seed: int = 0,
     progress: bool = True,
+    heartbeat: int = HEARTBEAT_SECONDS,
 ) -> TuneResult:
     """Search ``model_name``'s space on one machine's training clips; ``fixed`` overrides its registry arguments in
     every trial (e.g. ``backbone`` = a stage-1 folder)."""
@@ -103,8 +117,9 @@ def tune_machine(
         return report.best
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = make_study(study_name, storage, max_epochs, seed)
-    done = sum(t.state.is_finished() for t in study.trials)
+    study = make_study(study_name, storage, max_epochs, seed, heartbeat)
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # a lost or failed trial is not one
+    done = sum(t.state in counted for t in study.trials)
     study.optimize(objective, n_trials=max(0, trials - done), show_progress_bar=progress)
     states = [t.state for t in study.trials]
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -170,9 +170,10 @@ def test_official_tiny_model_through_the_kernel_path_matches_the_reference(kerne
 
 # -- on a GPU (skipped without one) ---------------------------------------------------------------------------------
 @GPU
-def test_gpu_official_tiny_model_matches_the_reference():
+def test_gpu_official_tiny_model_matches_the_reference(monkeypatch):
     """With mamba-ssm installed this runs its CUDA kernel, else the chunked scan on the GPU (no TF32)."""
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     ref = reference_dir("aum")
     model = AudioMamba(spectrogram_size=(128, 64), depth=2, embed_dim=64, d_state=8, num_classes=10).eval()
     model.load_state_dict(torch.load(ref / "aum_tiny_v2_state_dict.pt", weights_only=True), strict=True)

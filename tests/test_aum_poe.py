@@ -201,6 +201,57 @@ def test_bohb_search_runs_and_resumes(stage1_dir, synth_root, tmp_path, isolated
     assert resumed.finished + resumed.pruned == 3  # the two finished trials were kept, one more ran
 
 
+def test_a_killed_search_resumes_and_reruns_the_trial_it_lost(stage1_dir, synth_root, tmp_path):
+    """SIGKILL during a trial (no clean exit: the trial stays RUNNING in the database); a search resumed after two
+    heartbeats marks it failed, re-runs its parameters first and still completes the number of trials asked for."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    from asdzoo.tuning import tune_machine
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    fixed = FAST_STAGE2 | dict(backbone=str(stage1_dir), clips_per_machine=16, patience=100)
+    killed = (
+        "from asdzoo.tuning import tune_machine\n"
+        f"tune_machine('aum-poe', {str(synth_root)!r}, 'fan', 1, {storage!r}, 't', max_epochs=1000, "
+        f"fixed={json.dumps(fixed)}, progress=False, heartbeat=1)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", killed], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        for _ in range(600):  # up to 60 s for the first trial to start
+            time.sleep(0.1)
+            names = (
+                [s.study_name for s in optuna.get_all_study_summaries(storage)]
+                if (tmp_path / "study.db").exists()
+                else []
+            )
+            if "t" in names and optuna.load_study(study_name="t", storage=storage).trials:
+                break
+        time.sleep(1.5)  # its heartbeat is recorded
+        assert proc.poll() is None, "the trial ended before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    lost = optuna.load_study(study_name="t", storage=storage).trials
+    assert [t.state for t in lost] == [optuna.trial.TrialState.RUNNING]
+    time.sleep(2.5)  # silent for more than two heartbeats
+    quick = fixed | dict(patience=10)
+    result = tune_machine(
+        "aum-poe", synth_root, "fan", 2, storage, "t", max_epochs=2, fixed=quick, progress=False, heartbeat=1
+    )
+    trials = optuna.load_study(study_name="t", storage=storage).trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
+    assert len(retried) == 1 and retried[0].params == lost[0].params and retried[0].state.is_finished()
+    assert result.finished + result.pruned == 2
+
+
 def test_both_configs_train_with_lightning_cli_and_export(synth_root, stage1_dir, tmp_path):
     """aum_poe_stage1.yaml and aum_poe_generalized.yaml run through train_cli.py (a short run) and write models
     that load; the generalised one then detects through fit() without training again."""

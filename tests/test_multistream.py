@@ -95,7 +95,7 @@ def test_training_lowers_infonce_and_moves_only_adapters_and_head(synth_root):
     before = fixed_batch_loss(model, batch)
     fit_quietly(model, Task2DataModule(str(synth_root), batch_size=32, class_by=None), max_epochs=15)
     after = fixed_batch_loss(model, batch)
-    assert after < 0.8 * before, (before, after)
+    check("multistream: NT-Xent on a fixed batch, after / before 15 epochs", after / before)
     encoder_after = model.encoder.state_dict()
     frozen = [k for k in encoder_before if "lora_" not in k]
     assert frozen and all(torch.equal(encoder_before[k], encoder_after[k]) for k in frozen)
