@@ -5,12 +5,17 @@
   gathered or ``sync_dist``-averaged, never one process's shard), and
 - the 2-process run's metrics match the 1-process run at twice the batch within a stated tolerance.
 
-Measured |1 process − 2 processes| (2 cores, torch 2.13): aum stage 1 train loss and val/acc 0 on data seeds 0-3 (no
-per-process draws); stage 2 val AUC 0.031 / 0.094 / 0.047 / 0 and train loss 0.063 / 0.009 / 0.005 / 0.035 on seeds
-0-3 (pseudo-outliers drawn per process), so its tolerances are the largest plus the suite's margin of 0.05. The others
-were measured on seed 0, with tolerances about twice the difference: multistream val spread 3e-5, train loss 0.027;
-BEATs pre-training 0.0085, teacher 0.024, student 0.0095; Task 4 val loss 0.0016-0.010 and train loss 0.044-0.114
-(random crops drawn per process).
+Measured |1 process − 2 processes| on data seeds 0 / 1 / 2 / 3 (2 cores, torch 2.13); each tolerance is the largest
+of the four plus the suite's margin of 0.05 (aum stage 2) or about twice the largest (the rest):
+
+- aum stage 1: train loss and val/acc 0 on every seed (no per-process draws);
+- aum stage 2: val AUC 0.031 / 0.094 / 0.047 / 0, train loss 0.063 / 0.009 / 0.005 / 0.035 (pseudo-outliers);
+- multistream: val spread 3e-5 / 0.0040 / 0.0012 / 0.0002, train loss 0.027 / 0.0075 / 0.051 / 0.0056;
+- beats-distill: teacher 0.024 / 0.0089 / 0.0031 / 0.0078, student 0.0095 / 0.0028 / 0.012 / 0.0029 (BEATs
+  pre-training 0.0085, seed 0 only);
+- Task 4 (random crops drawn per process), largest of the tagger, separator, SD and Qwen taggers: val loss 0.010 /
+  0.074 / 0.044 / 0.020 (on seeds 1-3 the plain tagger; the others at most 0.0065), train loss 0.114 / 0.033 / 0.166 /
+  0.170. Seed 1's tagger val loss failed the tolerance of 0.05 set from seed 0 alone.
 
 The fast suite runs aum-poe (both stages) and the separator, the two that did not run under DDP before; the other
 systems' runs are in ``make test-slow`` (about 2.5 min more). One config per system class (BEATs pre-training was
@@ -155,4 +160,4 @@ def test_task4_systems_run_under_ddp(config, extra, t4_root, tmp_path):
     overrides = ["--data.root", str(t4_root), *T4_DATA, *extra, "--trainer.accumulate_grad_batches", "1"]
     if "qwen" in config:
         overrides += ["--model.teacher_dim", "64"]
-    compare(tmp_path, config, 4, overrides, {"val/loss": 0.05, "train_loss": 0.25})
+    compare(tmp_path, config, 4, overrides, {"val/loss": 0.15, "train_loss": 0.35})
