@@ -6,13 +6,15 @@ delta_t B_t u_t``; ``y_t = <x_t, C_t>``; ``out = (y + D u) * silu(z)``; zero ini
 u, delta, z: ``(batch, dim, L)``; A: ``(dim, d_state)`` real; B, C: ``(dim, d_state)`` (input-independent) or
 ``(batch, d_state, L)`` (input-dependent).
 
-On CPU (or without mamba-ssm) the scan runs in chunks, all chunks at once, with the state carried from chunk to chunk
-by a loop over chunks (never over time steps). Inside a chunk, in log space: ``S_t = cumsum(delta A)`` (the log
-decay from the chunk start, <= 0 since A < 0) and ``x_t = exp(S_t) * cumsum_s(exp(-S_s) delta_s B_s u_s)``. That is
-exact algebra, and it cannot overflow as long as ``-S`` stays below ``MAX_LOG_RANGE`` over a chunk; the chunk is
-halved until it does, and when decays are too strong even for short chunks the associative form
-``(a1, x1) . (a2, x2) = (a1 a2, a2 x1 + x2)`` is solved by recursive doubling (only factors <= 1 multiplied: safe
-for any decay, about 3x slower). mamba-ssm / Triton are imported lazily, only for CUDA tensors.
+On CPU (or without mamba-ssm) the scan runs chunk by chunk: a loop over chunks (never over time steps) carries the
+state, and each chunk is solved at once. Inside a chunk, in log space: ``S_t = cumsum(delta A)`` (the log decay from
+the chunk start, <= 0 since A < 0) and ``x_t = exp(S_t) * (x_start + cumsum_s(exp(-S_s) delta_s B_s u_s))``. That
+is exact algebra, and it cannot overflow as long as ``-S`` stays below ``MAX_LOG_RANGE`` over a chunk; the chunk is
+chosen short enough from a bound on the decay, and a chunk whose decay is too strong even then is solved in the
+associative form ``(a1, x1) . (a2, x2) = (a1 a2, a2 x1 + x2)`` by recursive doubling (only factors <= 1 multiplied:
+safe for any decay, about 3x slower). Only one chunk's ``[batch, dim, d_state, chunk]`` terms exist at a time, so
+they stay in cache and inference never holds the ``[batch, dim, d_state, L]`` states. mamba-ssm / Triton are imported
+lazily, only for CUDA tensors.
 """
 
 from __future__ import annotations
@@ -54,18 +56,18 @@ def selective_scan(
         kernel = _kernel()
         if kernel is not None:
             return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, _chunked_states, chunk)
+    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, _chunked_solver, chunk)
 
 
 def selective_scan_sequential(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False
 ):
     """The definition: one Python step per time step (tests and benchmarks compare the chunked scan to it)."""
-    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, _sequential_states, None)
+    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, _sequential_solver, None)
 
 
-def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, states_fn, chunk):
-    """Shared pre/post-processing around a state solver ``states_fn(log_decay, drive, chunk) -> x [b, d, n, L]``."""
+def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, solver, chunk):
+    """Shared pre/post-processing around a solver ``solver(u, delta, A, B, C, chunk) -> (y [b, d, L], last state)``."""
     if A.is_complex():
         raise ValueError("selective_scan: complex A is not supported (AuM and Mamba-1 use real A)")
     dtype_in = u.dtype
@@ -75,33 +77,12 @@ def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
         delta = delta + delta_bias.to(ct)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    length = u.shape[-1]
-    if chunk:  # pad the small inputs, not the [b, d, n, L] ones: delta 0 means decay 1 and drive 0, a no-op step
-        pad = -length % chunk
-        delta, u_p = F.pad(delta, (0, pad)), F.pad(u, (0, pad))
-        B, C = (F.pad(M, (0, pad)) if M.dim() == 3 else M for M in (B, C))
-    else:
-        u_p = u
-    log_decay = delta[:, :, None] * A[None, :, :, None]  # [b, d, n, L], <= 0 because A < 0
-    drive = (delta * u_p)[:, :, None] * _per_step(B, ct)  # delta_t B_t u_t
-    x = states_fn(log_decay, drive, _safe_chunk(delta, A, chunk) if chunk else None)
-    y = (x * _per_step(C, ct)).sum(2)[..., :length]
+    y, last = solver(u, delta, A, _per_step(B, ct), _per_step(C, ct), chunk)
     out = y if D is None else y + u * D.to(ct)[:, None]
     if z is not None:
         out = out * F.silu(z.to(ct))
     out = out.to(dtype_in)
-    return (out, x[..., length - 1]) if return_last_state else out
-
-
-def _safe_chunk(delta: torch.Tensor, A: torch.Tensor, chunk: int) -> int:
-    """Largest power-of-two chunk (<= ``chunk``) whose log decay cannot exceed MAX_LOG_RANGE, from a bound on the
-    per-step decay (max delta per channel times max |A|): computed on the small tensors, no extra pass over the
-    big ones. Below MIN_CUMSUM_CHUNK the exact per-chunk check in :func:`_chunked_states` decides."""
-    step = (delta.amax(dim=(0, 2)) * A.abs().amax(dim=1)).max().item()
-    size = chunk
-    while size > MIN_CUMSUM_CHUNK and size * step > MAX_LOG_RANGE:
-        size //= 2
-    return size
+    return (out, last) if return_last_state else out
 
 
 def _per_step(M: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -113,53 +94,57 @@ def _per_step(M: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     raise ValueError(f"selective_scan: B/C must be (dim, d_state) or (batch, d_state, L), got {tuple(M.shape)}")
 
 
-def _sequential_states(log_decay: torch.Tensor, drive: torch.Tensor, chunk=None) -> torch.Tensor:
-    decay = log_decay.exp()
-    x = torch.zeros_like(drive[..., 0])
-    out = []
-    for t in range(drive.shape[-1]):
-        x = decay[..., t] * x + drive[..., t]
-        out.append(x)
-    return torch.stack(out, dim=-1)
+def _steps(M: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
+    """Time steps ``t0:t1`` of a ``_per_step`` B or C (an input-independent one is the same at every step)."""
+    return M if M.shape[-1] == 1 else M[..., t0:t1]
 
 
-def _chunked_states(log_decay: torch.Tensor, drive: torch.Tensor, chunk: int) -> torch.Tensor:
-    """All states ``[b, d, n, L]`` (L a multiple of ``chunk``, a power of two): every chunk solved at once (time split
-    into ``[n_chunks, size]``), then the state carried from chunk to chunk. The cumulative-sum form is used with the
-    largest chunk size (``chunk``, halved as needed, at least ``MIN_CUMSUM_CHUNK``) over which no decay falls below
-    ``exp(-MAX_LOG_RANGE)``; when even that fails, recursive doubling, which is safe for any decay."""
+def _sequential_solver(u, delta, A, B, C, chunk=None):
+    """The recurrence itself, one Python step per time step."""
+    x = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t in range(u.shape[-1]):
+        dt = delta[..., t, None]  # [b, d, 1]
+        x = torch.exp(dt * A) * x + (dt * u[..., t, None]) * _steps(B, t, t + 1)[..., 0]
+        ys.append((x * _steps(C, t, t + 1)[..., 0]).sum(-1))
+    return torch.stack(ys, dim=-1), x
+
+
+def _chunked_solver(u, delta, A, B, C, chunk):
+    """Chunk by chunk (see the module docstring); returns ``(y [b, d, L], last state [b, d, n])``."""
+    size, safe = _chunk_size(delta, A, chunk)
+    x_start = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t0 in range(0, u.shape[-1], size):
+        t1 = min(t0 + size, u.shape[-1])
+        dt = delta[:, :, None, t0:t1]  # [b, d, 1, c]
+        log_decay = dt * A[None, :, :, None]  # [b, d, n, c], <= 0 because A < 0
+        drive = dt * u[:, :, None, t0:t1] * _steps(B, t0, t1)  # delta_t B_t u_t
+        x = _chunk_states(log_decay, drive, x_start, safe)
+        x_start = x[..., -1]
+        ys.append((x * _steps(C, t0, t1)).sum(2))
+    return torch.cat(ys, dim=-1), x_start
+
+
+def _chunk_size(delta: torch.Tensor, A: torch.Tensor, chunk: int) -> tuple[int, bool]:
+    """Largest power-of-two chunk (<= ``chunk``, >= MIN_CUMSUM_CHUNK) whose log decay cannot exceed MAX_LOG_RANGE,
+    from a bound on the per-step decay (max delta per channel times max |A|, computed on the small tensors), and
+    whether that bound holds (else each chunk is checked exactly in :func:`_chunk_states`)."""
+    step = (delta.amax(dim=(0, 2)) * A.abs().amax(dim=1)).max().item()
     size = chunk
-    while size >= MIN_CUMSUM_CHUNK:
-        log_cum = _chunks(log_decay, size).cumsum(-1)  # S_t: log decay from the chunk start to t
-        if log_cum[..., -1].min().item() >= -MAX_LOG_RANGE:
-            return _cumsum_states(log_cum, _chunks(drive, size))
+    while size > MIN_CUMSUM_CHUNK and size * step > MAX_LOG_RANGE:
         size //= 2
-    x, from_start = _doubling(_chunks(log_decay, chunk).exp(), _chunks(drive, chunk))
-    incoming = _carry(x[..., -1], from_start[..., -1])
-    return (x + from_start * incoming[..., None]).flatten(-2)
+    return size, size * step <= MAX_LOG_RANGE
 
 
-def _cumsum_states(log_cum: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
-    """``x_t = exp(S_t) (carry_in + sum_{s<=t} exp(-S_s) drive_s)`` per chunk, exponents within +-MAX_LOG_RANGE."""
-    sums = (drive * torch.exp(-log_cum)).cumsum(-1)
-    from_start = torch.exp(log_cum)
-    incoming = _carry(from_start[..., -1] * sums[..., -1], from_start[..., -1])
-    return (from_start * (sums + incoming[..., None])).flatten(-2)
-
-
-def _carry(end_state: torch.Tensor, end_decay: torch.Tensor) -> torch.Tensor:
-    """State entering each chunk ``[..., n_chunks]`` from each chunk's zero-start end state and total decay: a loop
-    over chunks on ``[b, d, n]`` tensors (L / chunk steps), never over time steps."""
-    carry, incoming = torch.zeros_like(end_state[..., 0]), []
-    for c in range(end_state.shape[-1]):
-        incoming.append(carry)
-        carry = end_state[..., c] + end_decay[..., c] * carry
-    return torch.stack(incoming, dim=-1)
-
-
-def _chunks(t: torch.Tensor, size: int) -> torch.Tensor:
-    """``[..., L] -> [..., L / size, size]`` (a view; L is a multiple of size)."""
-    return t.reshape(*t.shape[:-1], -1, size)
+def _chunk_states(log_decay: torch.Tensor, drive: torch.Tensor, x_start: torch.Tensor, safe: bool) -> torch.Tensor:
+    """States ``[b, d, n, c]`` of one chunk entered with state ``x_start [b, d, n]``: the cumulative-sum form when its
+    exponents stay within +-MAX_LOG_RANGE (``safe``, or checked here), else recursive doubling."""
+    log_cum = log_decay.cumsum(-1)  # S_t: log decay from the chunk start to t
+    if safe or log_cum[..., -1].min().item() >= -MAX_LOG_RANGE:
+        return torch.exp(log_cum) * (x_start[..., None] + (drive * torch.exp(-log_cum)).cumsum(-1))
+    x, from_start = _doubling(log_decay.exp(), drive)
+    return x + from_start * x_start[..., None]
 
 
 def _doubling(a: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
