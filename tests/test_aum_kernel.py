@@ -9,10 +9,11 @@ device list points at the CPU and the kernel at a stand-in with the same signatu
   ``SelectiveScanFn.forward`` does first (last dimension made contiguous, a 3-D B/C regrouped as one group);
 - computes the sequential definition, so the model's numbers through it can be compared with the chunked scan.
 
-Every mixer variant (Fo-Fo, Fo-Bi, Bi-Bi, gated fusion) runs through it forward and backward in float32 and under
-bfloat16 autocast (the dtypes a GPU run trains in). That shows the calls a GPU run makes are ones the kernel
-accepts, with every argument in its place. The kernel's own numerics need a GPU: ``test_gpu_*`` below run there
-(skipped here).
+Every mixer variant (Fo-Fo, Fo-Bi, Bi-Bi, gated fusion) runs through it in float32 and under bfloat16 autocast (the
+dtypes a GPU run trains in), and its outputs and gradients are compared with the chunked scan's. That shows the
+forward calls a GPU run makes are ones the kernel accepts, with every argument in its place (the backward op takes
+the same tensors); the kernel's own numerics and its backward need a GPU: ``test_gpu_*`` below run there (skipped
+here).
 """
 
 from __future__ import annotations
@@ -119,6 +120,14 @@ def test_the_kernel_path_gives_the_scan_and_last_state_of_the_definition(kernel,
     assert kernel.calls == []
     torch.testing.assert_close(got_out, want_out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_last, want_last, atol=1e-5, rtol=1e-5)
+
+
+def test_float64_never_reaches_the_kernel(kernel):
+    """The kernel takes float32/16/bf16 inputs only: a float64 scan (a precision check) takes the chunked path."""
+    args = [t.double() for t in scan_args()]
+    out = ss.selective_scan(*args, True)
+    assert kernel.calls == [] and out.dtype == torch.float64
+    torch.testing.assert_close(out, selective_scan_sequential(*args, True), atol=1e-10, rtol=1e-10)
 
 
 def run_model(model: AudioMamba, spec: torch.Tensor, autocast: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -26,6 +26,7 @@ CHUNK = 64
 MIN_CUMSUM_CHUNK = 8
 MAX_LOG_RANGE = 60.0  # exp(60) ~ 1e26: far from float32 overflow even times large inputs
 KERNEL_DEVICES = ("cuda",)  # device types whose tensors go to mamba-ssm's kernel (tests point it at a stand-in)
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # the kernel's input types (float64 is not one)
 
 
 def _kernel():
@@ -50,9 +51,9 @@ def selective_scan(
     return_last_state: bool = False,
     chunk: int = CHUNK,
 ):
-    """mamba-ssm's ``selective_scan_fn``: the CUDA kernel for CUDA tensors when mamba-ssm imports, else the chunked
-    pure-torch scan. Returns ``out`` (dtype of ``u``) or ``(out, last_state)``."""
-    if u.device.type in KERNEL_DEVICES:
+    """mamba-ssm's ``selective_scan_fn``: the CUDA kernel for CUDA tensors of its input types when mamba-ssm imports,
+    else the chunked pure-torch scan. Returns ``out`` (dtype of ``u``) or ``(out, last_state)``."""
+    if u.device.type in KERNEL_DEVICES and u.dtype in KERNEL_DTYPES:
         kernel = _kernel()
         if kernel is not None:
             return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

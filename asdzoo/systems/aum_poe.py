@@ -421,11 +421,12 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
         if val is not None:
             callbacks.append(EarlyStopping("val/auc", mode="max", patience=h.patience))
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        device = self.device
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             trainer = L.Trainer(
                 max_epochs=max_epochs or h.fit_epochs,
-                **_trainer_device(self.device),
+                **_trainer_device(device),
                 logger=False,
                 enable_checkpointing=False,
                 enable_progress_bar=progress,
@@ -435,8 +436,7 @@ class AumPoe(CapturesInit, BankDetector, L.LightningModule):
             )
             self.train()  # a loaded model is in eval mode; Lightning leaves the mode as it finds it
             trainer.fit(self, train, val)
-        self.eval()
-        return self
+        return self.to(device).eval()  # Lightning's teardown moves the model to the CPU; scoring runs where it was
 
     @staticmethod
     def search_space(trial) -> dict:
