@@ -676,11 +676,12 @@ optimizers (theta_f lr 1e-4 wd 1e-2 clipped at 1.0, accumulation 2; domain class
 embeddings); early stopping on validation AUC, patience 15, at most 100 epochs; 1,000 domain-balanced clips per
 machine and epoch (half source, half target, target oversampled).
 Selective scan: mamba-ssm's CUDA kernel for CUDA tensors when the `[mamba]` extra imports, else a chunked pure-torch
-scan (matches the official reference within 2.4e-6). The kernel path is checked on the CPU against the CUDA op's
-argument contract in float32 and bf16 autocast; it has not run on a GPU here. Official v1 ("Fo-Bi") and v2 checkpoints
-load strictly; the v1 mixer matches ViM's bimamba_inner_ref composed step by step, the v2 model the official
-reference vectors.
-A model loaded on a GPU (`asdzoo.load("aum-poe", device="cuda")`) runs stage 2 and scoring there.
+scan (matches the official reference within 6.7e-6; its outputs reach about 20). The kernel path is checked on the
+CPU against the CUDA op's argument contract in float32 and bf16 autocast; it has not run on a GPU here. Official v1
+("Fo-Bi") and v2 checkpoints load strictly; the v1 mixer matches ViM's bimamba_inner_ref composed step by step, the
+v2 model the official reference vectors.
+A model loaded on a GPU (`asdzoo.load("aum-poe", device="cuda")`) runs stage 2 and scoring there (its test needs a GPU:
+not run here).
 Centre: eq. 8 as printed puts the momentum 0.99 on the new batch, which makes c the last batch's mean; we keep the
 moving average c <- 0.99 c + 0.01 mean(z_normal). Validation AUC: held-out normal training clips (10 % per domain)
 against pseudo-outliers made from them; the paper does not say which data its validation AUC uses.
