@@ -5,10 +5,10 @@ Studies live in an SQLAlchemy storage URL (SQLite by default), so an interrupted
 trials already finished are kept and the sampler continues from them. A trial whose process died (killed, out of
 memory, preempted) stops sending heartbeats; once it has been silent for two heartbeats, the next trial to start marks
 it failed and queues its parameters again (optuna's heartbeat), so the resumed search re-runs the trial it lost (a
-search resumed sooner finds it still running and retries it at the first trial that starts after that). A
-system takes part by offering
-``search_space(trial) -> dict`` (constructor overrides) and ``finetune(waves, domains, lengths, callbacks=...,
-max_epochs=...)``; the search is per machine, as the paper tunes machine-specific models.
+search resumed sooner finds it still running and retries it at the first trial that starts after that).
+
+A system takes part by offering ``search_space(trial) -> dict`` (constructor overrides) and ``finetune(waves, domains,
+lengths, callbacks=..., max_epochs=...)``; the search is per machine, as the paper tunes machine-specific models.
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ def seconds(fn, repeats: int, device: str) -> float:
 
 def bench_scan(lengths: list[int], repeats: int, device: str) -> None:
     from asdzoo.nn import selective_scan as ss
-    from asdzoo.nn.selective_scan import selective_scan, selective_scan_sequential
 
     path = "mamba-ssm kernel" if device != "cpu" and ss._kernel() is not None else "chunked scan"
     print(f"(a) selective scan ({path}), {device}, batch 2, dim 384, d_state 16, input-dependent B/C, float32")
@@ -47,9 +46,9 @@ def bench_scan(lengths: list[int], repeats: int, device: str) -> None:
         B, C = (torch.randn(b, n, length, generator=g) for _ in range(2))
         args = tuple(t.to(device) for t in (u, delta, A, B, C, torch.ones(d), z, bias)) + (True,)
         with torch.no_grad():
-            t_chunk = seconds(lambda a=args: selective_scan(*a), repeats, device)
-            t_seq = seconds(lambda a=args: selective_scan_sequential(*a), repeats, device)
-            err = (selective_scan(*args) - selective_scan_sequential(*args)).abs().max().item()
+            t_chunk = seconds(lambda a=args: ss.selective_scan(*a), repeats, device)
+            t_seq = seconds(lambda a=args: ss.selective_scan_sequential(*a), repeats, device)
+            err = (ss.selective_scan(*args) - ss.selective_scan_sequential(*args)).abs().max().item()
         print(
             f"  L={length:5d}: {path} {t_chunk * 1e3:8.1f} ms, sequential {t_seq * 1e3:8.1f} ms, "
             f"speed-up {t_seq / t_chunk:5.2f}x, max |diff| {err:.2e}"

@@ -165,11 +165,16 @@ def test_every_mixer_variant_runs_through_the_kernel_contract(kernel, monkeypatc
         assert float((got_grads[k] - g).abs().max()) <= tol * scale + 1e-7, k
 
 
-def test_official_tiny_model_through_the_kernel_path_matches_the_reference(kernel):
+def official_tiny() -> tuple[AudioMamba, dict]:
+    """The official tiny v2 model (../shared/reference/aum) with its recorded inputs and outputs."""
     ref = reference_dir("aum")
     model = AudioMamba(spectrogram_size=(128, 64), depth=2, embed_dim=64, d_state=8, num_classes=10).eval()
     model.load_state_dict(torch.load(ref / "aum_tiny_v2_state_dict.pt", weights_only=True), strict=True)
-    io = np.load(ref / "aum_tiny_v2_io.npz")
+    return model, np.load(ref / "aum_tiny_v2_io.npz")
+
+
+def test_official_tiny_model_through_the_kernel_path_matches_the_reference(kernel):
+    model, io = official_tiny()
     with torch.no_grad():
         out = model.forward_spectrogram(torch.from_numpy(io["input"]))
     assert len(kernel.calls) == 4  # 2 blocks x 2 directions, as the reference README counts them
@@ -183,10 +188,7 @@ def test_gpu_official_tiny_model_matches_the_reference(monkeypatch):
     """With mamba-ssm installed this runs its CUDA kernel, else the chunked scan on the GPU (no TF32)."""
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    ref = reference_dir("aum")
-    model = AudioMamba(spectrogram_size=(128, 64), depth=2, embed_dim=64, d_state=8, num_classes=10).eval()
-    model.load_state_dict(torch.load(ref / "aum_tiny_v2_state_dict.pt", weights_only=True), strict=True)
-    io = np.load(ref / "aum_tiny_v2_io.npz")
+    model, io = official_tiny()
     with torch.no_grad():
         out = model.cuda().forward_spectrogram(torch.from_numpy(io["input"]).cuda())
     np.testing.assert_allclose(out["logits"].cpu().numpy(), io["logits"], atol=1e-4, rtol=0)

@@ -19,6 +19,8 @@ lazily, only for CUDA tensors.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -57,18 +59,19 @@ def selective_scan(
         kernel = _kernel()
         if kernel is not None:
             return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, _chunked_solver, chunk)
+    solver = partial(_chunked_solver, chunk=chunk)
+    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, solver)
 
 
 def selective_scan_sequential(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False
 ):
     """The definition: one Python step per time step (tests and benchmarks compare the chunked scan to it)."""
-    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, _sequential_solver, None)
+    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, _sequential_solver)
 
 
-def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, solver, chunk):
-    """Shared pre/post-processing around a solver ``solver(u, delta, A, B, C, chunk) -> (y [b, d, L], last state)``."""
+def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, solver):
+    """Shared pre/post-processing around a solver ``solver(u, delta, A, B, C) -> (y [b, d, L], last state)``."""
     if A.is_complex():
         raise ValueError("selective_scan: complex A is not supported (AuM and Mamba-1 use real A)")
     dtype_in = u.dtype
@@ -78,7 +81,7 @@ def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
         delta = delta + delta_bias.to(ct)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    y, last = solver(u, delta, A, _per_step(B, ct), _per_step(C, ct), chunk)
+    y, last = solver(u, delta, A, _per_step(B, ct), _per_step(C, ct))
     out = y if D is None else y + u * D.to(ct)[:, None]
     if z is not None:
         out = out * F.silu(z.to(ct))
@@ -100,7 +103,7 @@ def _steps(M: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
     return M if M.shape[-1] == 1 else M[..., t0:t1]
 
 
-def _sequential_solver(u, delta, A, B, C, chunk=None):
+def _sequential_solver(u, delta, A, B, C):
     """The recurrence itself, one Python step per time step."""
     x = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     ys = []

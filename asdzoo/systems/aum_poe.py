@@ -105,8 +105,7 @@ class AumPretrainer(CapturesInit, BankDetector, L.LightningModule):
             self.hparams.num_classes = self.classifier.out_features
 
     def logits(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        cls, _ = self.encoder.embed_layers(near_channel(wave), lengths)
-        return self.classifier(cls)
+        return self.classifier(self.class_embedding(near_channel(wave), lengths))
 
     def training_step(self, batch, batch_idx):
         logits = self.logits(*random_crops(batch["wave"], batch["lengths"], self.segment))
